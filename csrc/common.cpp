@@ -1,0 +1,273 @@
+#include "common.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+namespace spoofloss {
+namespace {
+
+bool is_supported_float(c10::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+// Labels and lengths are read through math::load_as_double, which knows these.
+bool is_loadable(c10::ScalarType t) {
+  switch (t) {
+    case at::kBool:
+    case at::kByte:
+    case at::kChar:
+    case at::kShort:
+    case at::kInt:
+    case at::kLong:
+    case at::kHalf:
+    case at::kBFloat16:
+    case at::kFloat:
+    case at::kDouble:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int64_t expected_centers(Epilogue epilogue) {
+  return epilogue == Epilogue::kAMSoftmax ? 2 : 1;
+}
+
+void check_epilogue_and_reduction(int64_t epilogue, int64_t reduction) {
+  TORCH_CHECK_VALUE(
+      epilogue >= 0 && epilogue <= static_cast<int64_t>(Epilogue::kCosine),
+      "epilogue must be 0 (AM-softmax), 1 (OC-softmax) or 2 (cosine score), got ", epilogue);
+  TORCH_CHECK_VALUE(
+      reduction >= 0 && reduction <= static_cast<int64_t>(Reduction::kSum),
+      "reduction must be 0 (none), 1 (mean) or 2 (sum), got ", reduction);
+}
+
+void check_same_device(const at::Tensor& reference, const char* reference_name, const at::Tensor& t, const char* name) {
+  TORCH_CHECK(
+      t.device() == reference.device(), "spoofloss: ", name, " is on ", t.device(), " but ", reference_name, " is on ",
+      reference.device(), "; move them to one device");
+}
+
+void check_label(const at::Tensor& label, const char* owner_name, const at::Tensor& owner, int64_t batch) {
+  check_same_device(owner, owner_name, label, "label");
+  TORCH_CHECK_VALUE(
+      is_loadable(label.scalar_type()), "label must hold 0/1 in an integer, bool or float dtype, got dtype ",
+      label.scalar_type());
+  const bool column = label.dim() == 2 && label.size(1) == 1;
+  TORCH_CHECK_VALUE(
+      label.dim() == 1 || column, "label must have shape [B] or [B, 1], got shape ", label.sizes());
+  TORCH_CHECK_VALUE(
+      label.size(0) == batch, "label has batch size ", label.size(0), " but ", owner_name, " has batch size ", batch,
+      " (label shape ", label.sizes(), ")");
+}
+
+void check_lengths(const at::Tensor& lengths, const at::Tensor& owner, const char* owner_name, int64_t batch) {
+  check_same_device(owner, owner_name, lengths, "lengths");
+  const auto t = lengths.scalar_type();
+  TORCH_CHECK_VALUE(
+      at::isIntegralType(t, /*includeBool=*/false), "lengths must be an integer tensor of frame counts, got dtype ", t);
+  TORCH_CHECK_VALUE(
+      lengths.dim() == 1 && lengths.size(0) == batch, "lengths must have shape [", batch,
+      "] (one frame count per utterance), got shape ", lengths.sizes());
+}
+
+void check_centers(const at::Tensor& centers, Epilogue epilogue, int64_t target, int64_t dim) {
+  TORCH_CHECK_VALUE(
+      is_supported_float(centers.scalar_type()), "centers must be float32, float64, float16 or bfloat16, got dtype ",
+      centers.scalar_type());
+  TORCH_CHECK_VALUE(centers.dim() == 2, "centers must have shape [C, D], got shape ", centers.sizes());
+  TORCH_CHECK_VALUE(
+      centers.size(1) == dim, "centers have enc_dim ", centers.size(1), " but emb has D = ", dim,
+      " (centers shape ", centers.sizes(), "); set enc_dim to the encoder's output size");
+  if (epilogue == Epilogue::kCosine) {
+    TORCH_CHECK_VALUE(
+        centers.size(0) >= 1 && centers.size(0) <= kMaxCenters, "centers must hold 1 to ", kMaxCenters,
+        " centres, got shape ", centers.sizes());
+    TORCH_CHECK_VALUE(
+        target >= 0 && target < centers.size(0), "center_index must lie in [0, ", centers.size(0), "), got ", target);
+  } else {
+    const int64_t want = expected_centers(epilogue);
+    TORCH_CHECK_VALUE(
+        centers.size(0) == want, "centers must have shape [", want, ", D] for this loss, got shape ", centers.sizes());
+    TORCH_CHECK_VALUE(target == 0 || target == 1, "bonafide_label must be 0 or 1, got ", target);
+  }
+}
+
+}  // namespace
+
+void check_cosine_inputs(
+    const at::Tensor& emb,
+    const at::Tensor& centers,
+    const c10::optional<at::Tensor>& label,
+    const c10::optional<at::Tensor>& lengths,
+    int64_t epilogue,
+    int64_t target,
+    int64_t reduction) {
+  check_epilogue_and_reduction(epilogue, reduction);
+  const auto kind = static_cast<Epilogue>(epilogue);
+  TORCH_CHECK_VALUE(
+      emb.dim() == 2 || emb.dim() == 3, "emb must have shape [B, T, D] or [B, D], got ", emb.dim(), "-D shape ",
+      emb.sizes());
+  TORCH_CHECK_VALUE(
+      is_supported_float(emb.scalar_type()), "emb must be float32, float64, float16 or bfloat16, got dtype ",
+      emb.scalar_type());
+  const int64_t batch = emb.size(0);
+  TORCH_CHECK_VALUE(batch > 0, "emb has an empty batch (shape ", emb.sizes(), "); a loss needs at least one utterance");
+  TORCH_CHECK_VALUE(emb.size(-1) > 0, "emb has D = 0 (shape ", emb.sizes(), ")");
+  if (emb.dim() == 3) {
+    TORCH_CHECK_VALUE(emb.size(1) > 0, "emb has T = 0 frames (shape ", emb.sizes(), ")");
+  }
+  check_same_device(emb, "emb", centers, "centers");
+  check_centers(centers, kind, target, emb.size(-1));
+  // The loss op carries a label; the score op (epilogue 2) does not.
+  TORCH_CHECK_VALUE(
+      label.has_value() == (kind != Epilogue::kCosine),
+      label.has_value() ? "cosine_margin_loss takes epilogue 0 (AM-softmax) or 1 (OC-softmax), got 2; use cosine_score"
+                        : "label is required for the loss");
+  if (label.has_value()) {
+    check_label(*label, "emb", emb, batch);
+  }
+  if (lengths.has_value()) {
+    check_lengths(*lengths, emb, "emb", batch);
+  }
+}
+
+void check_cosine_backward_inputs(
+    const at::Tensor& grad_loss,
+    const at::Tensor& pooled,
+    const at::Tensor& centers,
+    const c10::optional<at::Tensor>& label,
+    const c10::optional<at::Tensor>& lengths,
+    c10::IntArrayRef emb_sizes,
+    int64_t epilogue,
+    int64_t target,
+    int64_t reduction) {
+  check_epilogue_and_reduction(epilogue, reduction);
+  const auto kind = static_cast<Epilogue>(epilogue);
+  TORCH_CHECK_VALUE(
+      emb_sizes.size() == 2 || emb_sizes.size() == 3, "emb_sizes must describe a [B, T, D] or [B, D] emb, got ",
+      emb_sizes);
+  const int64_t batch = emb_sizes[0];
+  const int64_t dim = emb_sizes.back();
+  TORCH_CHECK_VALUE(
+      pooled.dim() == 2 && pooled.size(0) == batch && pooled.size(1) == dim, "pooled must have shape [", batch, ", ",
+      dim, "], got ", pooled.sizes());
+  TORCH_CHECK_VALUE(
+      pooled.scalar_type() == at::kFloat || pooled.scalar_type() == at::kDouble,
+      "pooled must be float32 or float64 (the forward's accumulation dtype), got ", pooled.scalar_type());
+  check_same_device(pooled, "pooled", grad_loss, "grad_loss");
+  check_same_device(pooled, "pooled", centers, "centers");
+  check_centers(centers, kind, target, dim);
+  if (reduction == static_cast<int64_t>(Reduction::kNone)) {
+    TORCH_CHECK_VALUE(
+        grad_loss.dim() == 1 && grad_loss.size(0) == batch, "grad_loss must have shape [", batch,
+        "] for reduction none, got ", grad_loss.sizes());
+  } else {
+    TORCH_CHECK_VALUE(grad_loss.numel() == 1, "grad_loss must be a scalar for a reduced loss, got ", grad_loss.sizes());
+  }
+  if (kind != Epilogue::kCosine) {
+    TORCH_CHECK_VALUE(label.has_value(), "label is required for the loss");
+    check_label(*label, "pooled", pooled, batch);
+  }
+  if (lengths.has_value()) {
+    check_lengths(*lengths, pooled, "pooled", batch);
+  }
+}
+
+void check_binary_inputs(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
+  check_epilogue_and_reduction(0, reduction);
+  TORCH_CHECK_VALUE(
+      is_supported_float(pred.scalar_type()), "pred must be float32, float64, float16 or bfloat16 logits, got dtype ",
+      pred.scalar_type());
+  TORCH_CHECK_VALUE(pred.numel() > 0, "pred is empty (shape ", pred.sizes(), "); a loss needs at least one logit");
+  check_same_device(pred, "pred", label, "label");
+  TORCH_CHECK_VALUE(
+      is_loadable(label.scalar_type()), "label must hold values in [0, 1] in an integer, bool or float dtype, got dtype ",
+      label.scalar_type());
+  TORCH_CHECK_VALUE(
+      label.numel() == pred.numel(), "label has ", label.numel(), " elements (shape ", label.sizes(), ") but pred has ",
+      pred.numel(), " (shape ", pred.sizes(), "); pred holds one logit per label");
+  TORCH_CHECK_VALUE(bonafide_label == 0 || bonafide_label == 1, "bonafide_label must be 0 or 1, got ", bonafide_label);
+}
+
+void check_binary_grad_loss(const at::Tensor& grad_loss, const at::Tensor& pred, int64_t reduction) {
+  check_same_device(pred, "pred", grad_loss, "grad_loss");
+  if (reduction == static_cast<int64_t>(Reduction::kNone)) {
+    TORCH_CHECK_VALUE(
+        grad_loss.dim() == 1 && grad_loss.size(0) == pred.numel(), "grad_loss must have shape [", pred.numel(),
+        "] for reduction none, got ", grad_loss.sizes());
+  } else {
+    TORCH_CHECK_VALUE(grad_loss.numel() == 1, "grad_loss must be a scalar for a reduced loss, got ", grad_loss.sizes());
+  }
+}
+
+at::Tensor with_unit_feature_stride(const at::Tensor& emb) {
+  return emb.stride(-1) == 1 ? emb : emb.contiguous();
+}
+
+namespace {
+void describe_label_and_lengths(
+    CosineLayout& layout,
+    const c10::optional<at::Tensor>& label,
+    const c10::optional<at::Tensor>& lengths) {
+  if (label.has_value()) {
+    layout.label = label->const_data_ptr();
+    layout.label_dtype = label->scalar_type();
+    layout.label_stride = label->stride(0);
+  }
+  if (lengths.has_value()) {
+    layout.lengths = lengths->const_data_ptr();
+    layout.lengths_dtype = lengths->scalar_type();
+    layout.lengths_stride = lengths->stride(0);
+  }
+}
+}  // namespace
+
+CosineLayout describe_cosine_inputs(
+    const at::Tensor& emb,
+    int64_t num_centers,
+    const c10::optional<at::Tensor>& label,
+    const c10::optional<at::Tensor>& lengths) {
+  CosineLayout layout;
+  layout.batch = emb.size(0);
+  layout.dim = emb.size(-1);
+  layout.num_centers = num_centers;
+  layout.emb_stride_batch = emb.stride(0);
+  if (emb.dim() == 3) {
+    layout.frames = emb.size(1);
+    layout.emb_stride_time = emb.stride(1);
+  } else {
+    layout.frames = 1;
+    layout.emb_stride_time = 0;
+  }
+  describe_label_and_lengths(layout, label, lengths);
+  return layout;
+}
+
+CosineLayout describe_cosine_backward(
+    c10::IntArrayRef emb_sizes,
+    int64_t num_centers,
+    const c10::optional<at::Tensor>& label,
+    const c10::optional<at::Tensor>& lengths) {
+  // The gradient is written contiguous: strides follow from the sizes.
+  CosineLayout layout;
+  layout.batch = emb_sizes[0];
+  layout.dim = emb_sizes.back();
+  layout.frames = emb_sizes.size() == 3 ? emb_sizes[1] : 1;
+  layout.num_centers = num_centers;
+  layout.emb_stride_time = layout.dim;
+  layout.emb_stride_batch = layout.frames * layout.dim;
+  describe_label_and_lengths(layout, label, lengths);
+  return layout;
+}
+
+c10::ScalarType compute_dtype(c10::ScalarType input_dtype) {
+  return input_dtype == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+std::vector<int64_t> reduced_shape(int64_t reduction, int64_t batch) {
+  if (reduction == static_cast<int64_t>(Reduction::kNone)) return {batch};
+  return {};
+}
+
+}  // namespace spoofloss

@@ -1,0 +1,92 @@
+// Host-side pieces shared by the CPU and CUDA implementations: input
+// validation (done once, at the top of each backend kernel, before any memory
+// is touched) and the plain-old-data descriptions the kernels read.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/SymIntArrayRef.h>
+#include <c10/util/Optional.h>
+
+#include <vector>
+
+#include "math.h"
+
+namespace spoofloss {
+
+// Where one utterance's frames, label and length live. emb's feature stride is 1
+// (the kernels vectorise over D); batch and time strides are free, so a
+// transposed [T, B, D] tensor or a slice along time is read without a copy.
+struct CosineLayout {
+  int64_t batch = 0;
+  int64_t frames = 0;  // T (1 for a [B, D] emb)
+  int64_t dim = 0;     // D
+  int64_t num_centers = 0;
+  int64_t emb_stride_batch = 0;
+  int64_t emb_stride_time = 0;
+  const void* label = nullptr;  // null for the score op
+  c10::ScalarType label_dtype = c10::ScalarType::Long;
+  int64_t label_stride = 0;
+  const void* lengths = nullptr;  // null: every utterance has T frames
+  c10::ScalarType lengths_dtype = c10::ScalarType::Long;
+  int64_t lengths_stride = 0;
+};
+
+// Shape, dtype and device checks for the cosine-margin ops. `target` is the
+// bona fide label value for the losses and the centre index for the score.
+void check_cosine_inputs(
+    const at::Tensor& emb,
+    const at::Tensor& centers,
+    const c10::optional<at::Tensor>& label,
+    const c10::optional<at::Tensor>& lengths,
+    int64_t epilogue,
+    int64_t target,
+    int64_t reduction);
+
+// Checks for the backward op: the saved tensors must still agree with emb_sizes.
+void check_cosine_backward_inputs(
+    const at::Tensor& grad_loss,
+    const at::Tensor& pooled,
+    const at::Tensor& centers,
+    const c10::optional<at::Tensor>& label,
+    const c10::optional<at::Tensor>& lengths,
+    c10::IntArrayRef emb_sizes,
+    int64_t epilogue,
+    int64_t target,
+    int64_t reduction);
+
+void check_binary_inputs(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction);
+
+// grad_loss of the binary backward: [N] for reduction none, a scalar otherwise.
+void check_binary_grad_loss(const at::Tensor& grad_loss, const at::Tensor& pred, int64_t reduction);
+
+// emb with a unit feature stride (a copy only when D is strided).
+at::Tensor with_unit_feature_stride(const at::Tensor& emb);
+
+// Fills the layout from validated inputs. emb must have a unit feature stride.
+CosineLayout describe_cosine_inputs(
+    const at::Tensor& emb,
+    int64_t num_centers,
+    const c10::optional<at::Tensor>& label,
+    const c10::optional<at::Tensor>& lengths);
+
+// Same, for the backward op: no emb, its sizes instead.
+CosineLayout describe_cosine_backward(
+    c10::IntArrayRef emb_sizes,
+    int64_t num_centers,
+    const c10::optional<at::Tensor>& label,
+    const c10::optional<at::Tensor>& lengths);
+
+// The dtype the kernels accumulate and return in: float64 for float64 input,
+// float32 for float32, float16 and bfloat16.
+c10::ScalarType compute_dtype(c10::ScalarType input_dtype);
+
+// Shape of the reduced loss: [B] for "none", [] otherwise.
+std::vector<int64_t> reduced_shape(int64_t reduction, int64_t batch);
+
+template <typename acc_t>
+MarginParams<acc_t> margin_params(double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label) {
+  return MarginParams<acc_t>{
+      static_cast<acc_t>(scale), static_cast<acc_t>(margin_bonafide), static_cast<acc_t>(margin_spoof), bonafide_label};
+}
+
+}  // namespace spoofloss

@@ -1,0 +1,346 @@
+// CPU kernels of the cosine-margin op family (AM-softmax, OC-softmax, score).
+//
+// Forward: emb [B, T, D] is read once, in work items of (utterance, chunk of
+// frames) spread over the threads, each summing its frames into a partial row
+// [D]; a second, cheap pass per utterance adds the partial rows in order, forms
+// the mean and runs the epilogue from math.h. Chunks are sized from D alone,
+// so the result does not depend on the number of threads.
+// Backward: the gradient of the mean is recomputed per utterance from pooled
+// [B, D] (emb is not read again) and broadcast over the valid frames.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <c10/util/irange.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "common.h"
+#include "math.h"
+
+namespace spoofloss {
+namespace {
+
+// About 64 KiB of float32 frames per work item: large enough to amortise the
+// scheduling, small enough that B = 1 with a long utterance still spreads.
+constexpr int64_t kChunkElements = 16384;
+
+int64_t frames_per_chunk(int64_t dim) {
+  return std::max<int64_t>(1, kChunkElements / dim);
+}
+
+// Frame counts of every utterance, checked: [1, T] or a clear error.
+std::vector<int64_t> read_lengths(const CosineLayout& layout) {
+  std::vector<int64_t> lengths(layout.batch, layout.frames);
+  if (layout.lengths == nullptr) return lengths;
+  for (const auto b : c10::irange(layout.batch)) {
+    const double value = math::load_as_double(layout.lengths, layout.lengths_dtype, b * layout.lengths_stride);
+    lengths[b] = math::valid_length(value, layout.frames);
+    TORCH_CHECK_VALUE(
+        lengths[b] > 0, "lengths[", b, "] = ", value, " lies outside [1, T] = [1, ", layout.frames, "]");
+  }
+  return lengths;
+}
+
+// Per-utterance epilogue targets: the label's class for the losses (checked to
+// be 0 or 1), the centre index for the score.
+std::vector<int64_t> read_targets(const CosineLayout& layout, int64_t score_target) {
+  std::vector<int64_t> targets(layout.batch, score_target);
+  if (layout.label == nullptr) return targets;
+  for (const auto b : c10::irange(layout.batch)) {
+    const double value = math::load_as_double(layout.label, layout.label_dtype, b * layout.label_stride);
+    targets[b] = math::label_class(value);
+    TORCH_CHECK_VALUE(targets[b] >= 0, "label[", b, "] = ", value, " is not 0 or 1");
+  }
+  return targets;
+}
+
+// acc[d] += sum over frames [t0, t1) of row_t[d]. Four frames per pass, so the
+// accumulator row is loaded and stored a quarter as often; the inner loops
+// have no dependence across d and vectorise.
+template <typename scalar_t, typename acc_t>
+void add_frames(const scalar_t* first, int64_t stride_time, int64_t t0, int64_t t1, int64_t dim, acc_t* __restrict acc) {
+  int64_t t = t0;
+  for (; t + 4 <= t1; t += 4) {
+    const scalar_t* __restrict r0 = first + t * stride_time;
+    const scalar_t* __restrict r1 = r0 + stride_time;
+    const scalar_t* __restrict r2 = r1 + stride_time;
+    const scalar_t* __restrict r3 = r2 + stride_time;
+    for (int64_t d = 0; d < dim; ++d) {
+      acc[d] += (static_cast<acc_t>(r0[d]) + static_cast<acc_t>(r1[d])) +
+          (static_cast<acc_t>(r2[d]) + static_cast<acc_t>(r3[d]));
+    }
+  }
+  for (; t < t1; ++t) {
+    const scalar_t* __restrict r = first + t * stride_time;
+    for (int64_t d = 0; d < dim; ++d) acc[d] += static_cast<acc_t>(r[d]);
+  }
+}
+
+// Inverse norms of the centres [C, D], and whether each was clamped.
+template <typename acc_t>
+void center_norms(const acc_t* centers, int64_t num_centers, int64_t dim, acc_t* inv_norm, bool* clamped) {
+  for (const auto k : c10::irange(num_centers)) {
+    acc_t sum_sq = 0;
+    const acc_t* c = centers + k * dim;
+    for (int64_t d = 0; d < dim; ++d) sum_sq += c[d] * c[d];
+    inv_norm[k] = math::inverse_norm(sum_sq, &clamped[k]);
+  }
+}
+
+// Cosines of one pooled row with the centres; returns the row's inverse norm.
+template <typename acc_t>
+acc_t pooled_cosines(
+    const acc_t* x, const acc_t* centers, const acc_t* inv_center_norm, int64_t num_centers, int64_t dim, acc_t* cos,
+    bool* clamped) {
+  acc_t sum_sq = 0;
+  acc_t dot[kMaxCenters] = {};
+  for (int64_t d = 0; d < dim; ++d) {
+    sum_sq += x[d] * x[d];
+    for (int k = 0; k < num_centers; ++k) dot[k] += x[d] * centers[k * dim + d];
+  }
+  const acc_t inv_norm = math::inverse_norm(sum_sq, clamped);
+  for (int k = 0; k < num_centers; ++k) cos[k] = dot[k] * inv_norm * inv_center_norm[k];
+  return inv_norm;
+}
+
+// Masked time-mean of emb into pooled [B, D] (acc_t).
+template <typename scalar_t, typename acc_t>
+void pool_frames(const scalar_t* emb, const CosineLayout& layout, const std::vector<int64_t>& lengths, acc_t* pooled) {
+  const int64_t dim = layout.dim;
+  const int64_t chunk = frames_per_chunk(dim);
+  const int64_t chunks = (layout.frames + chunk - 1) / chunk;
+  // partial: [B, chunks, D]; a chunk past an utterance's end stays zero.
+  std::vector<acc_t> partial(layout.batch * chunks * dim, acc_t(0));
+  at::parallel_for(0, layout.batch * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / chunks;
+      const int64_t t0 = (item % chunks) * chunk;
+      const int64_t t1 = std::min(t0 + chunk, lengths[b]);
+      if (t0 < t1) {
+        add_frames(emb + b * layout.emb_stride_batch, layout.emb_stride_time, t0, t1, dim, partial.data() + item * dim);
+      }
+    }
+  });
+  at::parallel_for(0, layout.batch, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      acc_t* row = pooled + b * dim;
+      const acc_t* first = partial.data() + b * chunks * dim;
+      std::copy(first, first + dim, row);
+      for (int64_t c = 1; c < chunks; ++c) {
+        const acc_t* part = first + c * dim;
+        for (int64_t d = 0; d < dim; ++d) row[d] += part[d];
+      }
+      const acc_t inv_length = acc_t(1) / static_cast<acc_t>(lengths[b]);
+      for (int64_t d = 0; d < dim; ++d) row[d] *= inv_length;
+    }
+  });
+}
+
+// Shared by the loss and the score: pooled, then per-utterance loss and score.
+template <typename scalar_t, typename acc_t>
+void cosine_forward(
+    const scalar_t* emb, const acc_t* centers, const CosineLayout& layout, Epilogue epilogue,
+    const MarginParams<acc_t>& params, int64_t score_target, acc_t* loss_per_utterance, acc_t* score, acc_t* pooled) {
+  const auto lengths = read_lengths(layout);
+  const auto targets = read_targets(layout, score_target);
+  pool_frames(emb, layout, lengths, pooled);
+  acc_t inv_center_norm[kMaxCenters];
+  bool center_clamped[kMaxCenters];
+  center_norms(centers, layout.num_centers, layout.dim, inv_center_norm, center_clamped);
+  const int64_t score_center = epilogue == Epilogue::kCosine ? score_target
+                                                              : math::score_center(epilogue, params.bonafide_label);
+  at::parallel_for(0, layout.batch, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      acc_t cos[kMaxCenters] = {};
+      bool clamped;
+      pooled_cosines(pooled + b * layout.dim, centers, inv_center_norm, layout.num_centers, layout.dim, cos, &clamped);
+      score[b] = cos[score_center];
+      if (loss_per_utterance != nullptr) {
+        loss_per_utterance[b] = math::margin_epilogue(epilogue, cos, targets[b], params).loss;
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_margin_loss_cpu(
+    const at::Tensor& emb_in, const at::Tensor& centers_in, const at::Tensor& label,
+    const c10::optional<at::Tensor>& lengths, int64_t epilogue, double scale, double margin_bonafide,
+    double margin_spoof, int64_t bonafide_label, int64_t reduction) {
+  check_cosine_inputs(emb_in, centers_in, label, lengths, epilogue, bonafide_label, reduction);
+  const at::Tensor emb = with_unit_feature_stride(emb_in);
+  const auto acc_dtype = compute_dtype(emb.scalar_type());
+  const at::Tensor centers = centers_in.to(acc_dtype).contiguous();
+  const auto layout = describe_cosine_inputs(emb, centers.size(0), label, lengths);
+  const auto options = emb.options().dtype(acc_dtype);
+  at::Tensor per_utterance = at::empty({layout.batch}, options);
+  at::Tensor score = at::empty({layout.batch}, options);
+  at::Tensor pooled = at::empty({layout.batch, layout.dim}, options);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, emb.scalar_type(), "cosine_margin_loss_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    cosine_forward<scalar_t, acc_t>(
+        emb.const_data_ptr<scalar_t>(), centers.const_data_ptr<acc_t>(), layout, static_cast<Epilogue>(epilogue),
+        margin_params<acc_t>(scale, margin_bonafide, margin_spoof, bonafide_label), 0,
+        per_utterance.mutable_data_ptr<acc_t>(), score.mutable_data_ptr<acc_t>(), pooled.mutable_data_ptr<acc_t>());
+  });
+  if (static_cast<Reduction>(reduction) == Reduction::kNone) {
+    return {per_utterance, score, pooled};
+  }
+  // A serial sum over B in index order: deterministic, and B is small.
+  at::Tensor loss = at::empty({}, options);
+  AT_DISPATCH_FLOATING_TYPES(acc_dtype, "cosine_margin_loss_cpu_reduce", [&] {
+    const scalar_t* values = per_utterance.const_data_ptr<scalar_t>();
+    scalar_t total = 0;
+    for (int64_t b = 0; b < layout.batch; ++b) total += values[b];
+    if (static_cast<Reduction>(reduction) == Reduction::kMean) total /= static_cast<scalar_t>(layout.batch);
+    *loss.mutable_data_ptr<scalar_t>() = total;
+  });
+  return {loss, score, pooled};
+}
+
+std::tuple<at::Tensor, at::Tensor> cosine_score_cpu(
+    const at::Tensor& emb_in, const at::Tensor& centers_in, const c10::optional<at::Tensor>& lengths,
+    int64_t center_index) {
+  const auto kCosine = static_cast<int64_t>(Epilogue::kCosine);
+  check_cosine_inputs(emb_in, centers_in, c10::nullopt, lengths, kCosine, center_index, 0);
+  const at::Tensor emb = with_unit_feature_stride(emb_in);
+  const auto acc_dtype = compute_dtype(emb.scalar_type());
+  const at::Tensor centers = centers_in.to(acc_dtype).contiguous();
+  const auto layout = describe_cosine_inputs(emb, centers.size(0), c10::nullopt, lengths);
+  const auto options = emb.options().dtype(acc_dtype);
+  at::Tensor score = at::empty({layout.batch}, options);
+  at::Tensor pooled = at::empty({layout.batch, layout.dim}, options);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, emb.scalar_type(), "cosine_score_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    cosine_forward<scalar_t, acc_t>(
+        emb.const_data_ptr<scalar_t>(), centers.const_data_ptr<acc_t>(), layout, Epilogue::kCosine,
+        margin_params<acc_t>(1.0, 0.0, 0.0, 0), center_index, nullptr, score.mutable_data_ptr<acc_t>(),
+        pooled.mutable_data_ptr<acc_t>());
+  });
+  return {score, pooled};
+}
+
+template <typename scalar_t, typename acc_t>
+void cosine_backward(
+    const acc_t* grad_loss, const acc_t* pooled, const acc_t* centers, const CosineLayout& layout,
+    Epilogue epilogue, Reduction reduction, const MarginParams<acc_t>& params, int64_t score_target,
+    scalar_t* grad_emb, acc_t* grad_centers) {
+  const auto lengths = read_lengths(layout);
+  const auto targets = read_targets(layout, score_target);
+  const int64_t batch = layout.batch;
+  const int64_t dim = layout.dim;
+  const int num_centers = static_cast<int>(layout.num_centers);
+  acc_t inv_center_norm[kMaxCenters];
+  bool center_clamped[kMaxCenters];
+  center_norms(centers, num_centers, dim, inv_center_norm, center_clamped);
+
+  // Per utterance: d loss / d mean as a row [D] already divided by the length
+  // (what every valid frame receives), alpha_k for the centre gradients, and
+  // g_k cos_k for their radial term.
+  std::vector<acc_t> frame_grad(batch * dim);
+  std::vector<acc_t> alpha(batch * kMaxCenters);
+  std::vector<acc_t> g_cos(batch * kMaxCenters);
+  at::parallel_for(0, batch, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const acc_t* x = pooled + b * dim;
+      acc_t cos[kMaxCenters] = {};
+      bool clamped;
+      const acc_t inv_norm = pooled_cosines(x, centers, inv_center_norm, num_centers, dim, cos, &clamped);
+      const auto result = math::margin_epilogue(epilogue, cos, targets[b], params);
+      const acc_t weight = math::reduction_weight(reduction, grad_loss, b, batch);
+      acc_t g[kMaxCenters];
+      for (int k = 0; k < kMaxCenters; ++k) {
+        g[k] = weight * result.dloss_dcos[k];
+        alpha[b * kMaxCenters + k] = 0;
+        g_cos[b * kMaxCenters + k] = k < num_centers ? g[k] * cos[k] : acc_t(0);
+      }
+      const auto coef = math::pooled_gradient(g, cos, inv_center_norm, inv_norm, clamped, num_centers);
+      const acc_t inv_length = acc_t(1) / static_cast<acc_t>(lengths[b]);
+      acc_t* row = frame_grad.data() + b * dim;
+      for (int64_t d = 0; d < dim; ++d) {
+        acc_t v = coef.beta * x[d];
+        for (int k = 0; k < num_centers; ++k) v += coef.alpha[k] * centers[k * dim + d];
+        row[d] = v * inv_length;
+      }
+      for (int k = 0; k < num_centers; ++k) alpha[b * kMaxCenters + k] = coef.alpha[k];
+    }
+  });
+
+  // grad_emb (contiguous [B, T, D]): the row on valid frames, zero on padding.
+  const int64_t frames = layout.frames;
+  const int64_t chunk = frames_per_chunk(dim);
+  const int64_t chunks = (frames + chunk - 1) / chunk;
+  at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / chunks;
+      const int64_t t0 = (item % chunks) * chunk;
+      const int64_t t1 = std::min(t0 + chunk, frames);
+      const acc_t* row = frame_grad.data() + b * dim;
+      for (int64_t t = t0; t < t1; ++t) {
+        scalar_t* __restrict out = grad_emb + (b * frames + t) * dim;
+        if (t < lengths[b]) {
+          for (int64_t d = 0; d < dim; ++d) out[d] = static_cast<scalar_t>(row[d]);
+        } else {
+          std::fill(out, out + dim, scalar_t(0));
+        }
+      }
+    }
+  });
+
+  // grad_centers [C, D]: sum over b in index order (deterministic) of
+  // alpha_bk x_b, plus the radial term -(sum_b g_bk cos_bk) c_k / |c_k|^2.
+  for (int k = 0; k < num_centers; ++k) {
+    acc_t radial = 0;
+    for (int64_t b = 0; b < batch; ++b) radial += g_cos[b * kMaxCenters + k];
+    radial = center_clamped[k] ? acc_t(0) : -radial * inv_center_norm[k] * inv_center_norm[k];
+    acc_t* out = grad_centers + k * dim;
+    for (int64_t d = 0; d < dim; ++d) out[d] = radial * centers[k * dim + d];
+    for (int64_t b = 0; b < batch; ++b) {
+      const acc_t a = alpha[b * kMaxCenters + k];
+      const acc_t* x = pooled + b * dim;
+      for (int64_t d = 0; d < dim; ++d) out[d] += a * x[d];
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_cpu(
+    const at::Tensor& grad_loss_in, const at::Tensor& pooled_in, const at::Tensor& centers_in,
+    const c10::optional<at::Tensor>& label, const c10::optional<at::Tensor>& lengths, c10::SymIntArrayRef emb_sym_sizes,
+    c10::ScalarType emb_dtype, int64_t epilogue, double scale, double margin_bonafide, double margin_spoof,
+    int64_t bonafide_label, int64_t reduction) {
+  const auto emb_sizes = C10_AS_INTARRAYREF_SLOW(emb_sym_sizes);
+  check_cosine_backward_inputs(
+      grad_loss_in, pooled_in, centers_in, label, lengths, emb_sizes, epilogue, bonafide_label, reduction);
+  const auto acc_dtype = pooled_in.scalar_type();
+  const at::Tensor pooled = pooled_in.contiguous();
+  const at::Tensor grad_loss = grad_loss_in.to(acc_dtype).contiguous();
+  const at::Tensor centers = centers_in.to(acc_dtype).contiguous();
+  const auto layout = describe_cosine_backward(emb_sizes, centers.size(0), label, lengths);
+  at::Tensor grad_emb = at::empty(emb_sizes, pooled.options().dtype(emb_dtype));
+  at::Tensor grad_centers = at::empty(centers.sizes(), centers.options());
+  const bool is_score = static_cast<Epilogue>(epilogue) == Epilogue::kCosine;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, emb_dtype, "cosine_margin_loss_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    TORCH_CHECK_VALUE(
+        c10::CppTypeToScalarType<acc_t>::value == acc_dtype, "pooled has dtype ", acc_dtype,
+        " but an emb of dtype ", emb_dtype, " accumulates in ", c10::CppTypeToScalarType<acc_t>::value);
+    cosine_backward<scalar_t, acc_t>(
+        grad_loss.const_data_ptr<acc_t>(), pooled.const_data_ptr<acc_t>(), centers.const_data_ptr<acc_t>(), layout,
+        static_cast<Epilogue>(epilogue), static_cast<Reduction>(reduction),
+        margin_params<acc_t>(scale, margin_bonafide, margin_spoof, is_score ? 0 : bonafide_label),
+        is_score ? bonafide_label : 0, grad_emb.mutable_data_ptr<scalar_t>(), grad_centers.mutable_data_ptr<acc_t>());
+  });
+  return {grad_emb, grad_centers.to(centers_in.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(spoofloss, CPU, m) {
+  m.impl("cosine_margin_loss", &cosine_margin_loss_cpu);
+  m.impl("cosine_score", &cosine_score_cpu);
+  m.impl("_cosine_margin_loss_backward", &cosine_margin_loss_backward_cpu);
+}
+
+}  // namespace spoofloss

@@ -1,0 +1,40 @@
+// The whole operator surface of spoofloss, in one place.
+//
+// Backends register kernels in csrc/cpu and csrc/cuda (TORCH_LIBRARY_IMPL with
+// the CPU and CUDA keys), autograd lives in csrc/autograd.cpp (Autograd key),
+// and the fake (meta) kernels torch.compile needs are registered from
+// python/spoofloss/ops.py.
+#include <torch/library.h>
+
+TORCH_LIBRARY(spoofloss, m) {
+  // Cosine-margin losses: masked time-mean of emb [B, T, D] (or [B, D]) over the
+  // first lengths[b] frames, cosine with each of the C centres [C, D], then the
+  // loss-specific epilogue (0 = AM-softmax, C = 2; 1 = OC-softmax, C = 1) and
+  // the reduction (0 = none -> [B], 1 = mean, 2 = sum -> []).
+  // Returns the loss, the score (cosine to the bona fide centre, [B]) and
+  // pooled, the time-mean [B, D] in the accumulation dtype that the backward
+  // reads instead of emb.
+  m.def(
+      "cosine_margin_loss(Tensor emb, Tensor centers, Tensor label, Tensor? lengths, int epilogue, "
+      "float scale, float margin_bonafide, float margin_spoof, int bonafide_label, int reduction) "
+      "-> (Tensor loss, Tensor score, Tensor pooled)");
+
+  // The countermeasure score: cosine of the pooled emb with centers[center_index], [B].
+  m.def("cosine_score(Tensor emb, Tensor centers, Tensor? lengths, int center_index) -> (Tensor score, Tensor pooled)");
+
+  // Gradients of both ops above with respect to emb (written once, zero on
+  // padded frames, shape emb_sizes, dtype emb_dtype) and to the centres
+  // (a deterministic reduction over the batch). For epilogue 2 (the score),
+  // bonafide_label carries the centre index and label is None.
+  m.def(
+      "_cosine_margin_loss_backward(Tensor grad_loss, Tensor pooled, Tensor centers, Tensor? label, "
+      "Tensor? lengths, SymInt[] emb_sizes, ScalarType emb_dtype, int epilogue, float scale, "
+      "float margin_bonafide, float margin_spoof, int bonafide_label, int reduction) "
+      "-> (Tensor grad_emb, Tensor grad_centers)");
+
+  // Binary cross-entropy with logits over the flattened pred (one logit per label).
+  m.def("binary_cross_entropy(Tensor pred, Tensor label, int bonafide_label, int reduction) -> Tensor");
+  m.def(
+      "_binary_cross_entropy_backward(Tensor grad_loss, Tensor pred, Tensor label, int bonafide_label, "
+      "int reduction) -> Tensor");
+}

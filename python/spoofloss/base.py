@@ -1,0 +1,51 @@
+"""The interface every spoofloss loss implements (ESPnet's AbsASVSpoofLoss)."""
+
+from abc import ABC, abstractmethod
+
+import torch
+
+# Reduction names as the ops take them (csrc/math.h, enum Reduction).
+REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+
+
+class AbsASVSpoofLoss(torch.nn.Module, ABC):
+    """Base class of the anti-spoofing losses.
+
+    ``name`` is the key under which a reporter logs the loss; ``weight`` is
+    stored, not applied: ESPnet's model multiplies the returned loss by it.
+    Subclasses implement ``name``, ``forward`` and ``score``.
+    """
+
+    def __init__(self, weight: float = 1.0):
+        super().__init__()
+        self.weight = weight
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The reporter key of this loss."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        """The loss: shape (batch,) with reduction "none", a scalar otherwise."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def score(self, *args, **kwargs) -> torch.Tensor:
+        """Per-utterance countermeasure scores, shape (batch,); higher is more bona fide."""
+        raise NotImplementedError
+
+
+def reduction_code(reduction: str) -> int:
+    """The ops' integer code of a reduction name, or a ValueError naming it."""
+    try:
+        return REDUCTIONS[reduction]
+    except (KeyError, TypeError):
+        raise ValueError(f"reduction must be one of {sorted(REDUCTIONS)}, got {reduction!r}") from None
+
+
+def check_bonafide_label(bonafide_label: int) -> int:
+    if bonafide_label not in (0, 1) or isinstance(bonafide_label, float):
+        raise ValueError(f"bonafide_label must be 0 or 1, got {bonafide_label!r}")
+    return int(bonafide_label)

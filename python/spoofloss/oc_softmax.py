@@ -1,0 +1,44 @@
+"""One-class softmax (Zhang, Jiang, Duan, IEEE SPL 2021) around one learned centre."""
+
+import torch
+
+from . import ops
+from .cosine import CosineMarginLoss
+
+
+class OCSoftmaxLoss(CosineMarginLoss):
+    """softplus(alpha * (m_real - cos)) for bona fide, softplus(alpha * (cos - m_fake)) for spoof.
+
+    ``score`` is the cosine to the centre. Defaults are ESPnet's.
+    """
+
+    _epilogue = ops.OC_SOFTMAX
+    _centers_name = "center"
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        enc_dim: int = 128,
+        m_real: float = 0.5,
+        m_fake: float = 0.2,
+        alpha: float = 20.0,
+        bonafide_label: int = 1,
+        reduction: str = "mean",
+    ):
+        super().__init__(weight, bonafide_label, reduction)
+        self.enc_dim = enc_dim
+        self.m_real = m_real
+        self.m_fake = m_fake
+        self.alpha = alpha
+        self.center = torch.nn.Parameter(torch.randn(1, enc_dim))
+        torch.nn.init.kaiming_uniform_(self.center, 0.25)
+
+    @property
+    def name(self) -> str:
+        return "oc_softmax_loss"
+
+    def _margins(self) -> tuple[float, float, float]:
+        return self.alpha, self.m_real, self.m_fake
+
+    def _score_center(self) -> int:
+        return 0
