@@ -1,6 +1,6 @@
 #include "common.h"
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
 namespace spoofloss {
@@ -139,6 +139,7 @@ void check_cosine_backward_inputs(
     const c10::optional<at::Tensor>& label,
     const c10::optional<at::Tensor>& lengths,
     c10::IntArrayRef emb_sizes,
+    c10::ScalarType emb_dtype,
     int64_t epilogue,
     int64_t target,
     int64_t reduction) {
@@ -153,8 +154,10 @@ void check_cosine_backward_inputs(
       pooled.dim() == 2 && pooled.size(0) == batch && pooled.size(1) == dim, "pooled must have shape [", batch, ", ",
       dim, "], got ", pooled.sizes());
   TORCH_CHECK_VALUE(
-      pooled.scalar_type() == at::kFloat || pooled.scalar_type() == at::kDouble,
-      "pooled must be float32 or float64 (the forward's accumulation dtype), got ", pooled.scalar_type());
+      is_supported_float(emb_dtype), "emb_dtype must be float32, float64, float16 or bfloat16, got ", emb_dtype);
+  TORCH_CHECK_VALUE(
+      pooled.scalar_type() == compute_dtype(emb_dtype), "pooled has dtype ", pooled.scalar_type(),
+      " but an emb of dtype ", emb_dtype, " accumulates in ", compute_dtype(emb_dtype));
   check_same_device(pooled, "pooled", grad_loss, "grad_loss");
   check_same_device(pooled, "pooled", centers, "centers");
   check_centers(centers, kind, target, dim);

@@ -9,27 +9,11 @@
 
 #include <vector>
 
+#include "layout.h"
 #include "math.h"
 
 namespace spoofloss {
 
-// Where one utterance's frames, label and length live. emb's feature stride is 1
-// (the kernels vectorise over D); batch and time strides are free, so a
-// transposed [T, B, D] tensor or a slice along time is read without a copy.
-struct CosineLayout {
-  int64_t batch = 0;
-  int64_t frames = 0;  // T (1 for a [B, D] emb)
-  int64_t dim = 0;     // D
-  int64_t num_centers = 0;
-  int64_t emb_stride_batch = 0;
-  int64_t emb_stride_time = 0;
-  const void* label = nullptr;  // null for the score op
-  c10::ScalarType label_dtype = c10::ScalarType::Long;
-  int64_t label_stride = 0;
-  const void* lengths = nullptr;  // null: every utterance has T frames
-  c10::ScalarType lengths_dtype = c10::ScalarType::Long;
-  int64_t lengths_stride = 0;
-};
 
 // Shape, dtype and device checks for the cosine-margin ops. `target` is the
 // bona fide label value for the losses and the centre index for the score.
@@ -50,6 +34,7 @@ void check_cosine_backward_inputs(
     const c10::optional<at::Tensor>& label,
     const c10::optional<at::Tensor>& lengths,
     c10::IntArrayRef emb_sizes,
+    c10::ScalarType emb_dtype,
     int64_t epilogue,
     int64_t target,
     int64_t reduction);

@@ -23,7 +23,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <limits>
 
 namespace spoofloss {
 
@@ -53,9 +52,10 @@ struct MarginParams {
 
 namespace math {
 
+// NAN (not numeric_limits) so that device code needs no relaxed constexpr.
 template <typename T>
 C10_HOST_DEVICE inline T quiet_nan() {
-  return std::numeric_limits<T>::quiet_NaN();
+  return static_cast<T>(NAN);
 }
 
 // log(1 + exp(x)) without overflow for large x or cancellation for small x.

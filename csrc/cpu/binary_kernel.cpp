@@ -1,6 +1,7 @@
 // CPU kernels of the binary loss: BCE with logits over the flattened pred, its
 // reduction in the same pass, and its backward.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -8,8 +9,8 @@
 
 #include <vector>
 
-#include "common.h"
-#include "math.h"
+#include "../common.h"
+#include "../math.h"
 
 namespace spoofloss {
 namespace {

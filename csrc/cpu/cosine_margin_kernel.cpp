@@ -7,7 +7,8 @@
 // so the result does not depend on the number of threads.
 // Backward: the gradient of the mean is recomputed per utterance from pooled
 // [B, D] (emb is not read again) and broadcast over the valid frames.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -17,8 +18,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "common.h"
-#include "math.h"
+#include "../common.h"
+#include "../math.h"
 
 namespace spoofloss {
 namespace {
@@ -312,7 +313,7 @@ std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_cpu(
     int64_t bonafide_label, int64_t reduction) {
   const auto emb_sizes = C10_AS_INTARRAYREF_SLOW(emb_sym_sizes);
   check_cosine_backward_inputs(
-      grad_loss_in, pooled_in, centers_in, label, lengths, emb_sizes, epilogue, bonafide_label, reduction);
+      grad_loss_in, pooled_in, centers_in, label, lengths, emb_sizes, emb_dtype, epilogue, bonafide_label, reduction);
   const auto acc_dtype = pooled_in.scalar_type();
   const at::Tensor pooled = pooled_in.contiguous();
   const at::Tensor grad_loss = grad_loss_in.to(acc_dtype).contiguous();
@@ -323,9 +324,6 @@ std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_cpu(
   const bool is_score = static_cast<Epilogue>(epilogue) == Epilogue::kCosine;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, emb_dtype, "cosine_margin_loss_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    TORCH_CHECK_VALUE(
-        c10::CppTypeToScalarType<acc_t>::value == acc_dtype, "pooled has dtype ", acc_dtype,
-        " but an emb of dtype ", emb_dtype, " accumulates in ", c10::CppTypeToScalarType<acc_t>::value);
     cosine_backward<scalar_t, acc_t>(
         grad_loss.const_data_ptr<acc_t>(), pooled.const_data_ptr<acc_t>(), centers.const_data_ptr<acc_t>(), layout,
         static_cast<Epilogue>(epilogue), static_cast<Reduction>(reduction),

@@ -1,0 +1,102 @@
+// CUDA kernels of the binary loss (BCE with logits over the flattened pred).
+//
+// Forward with reduction none: one elementwise pass. With mean or sum: a
+// grid-stride pass writes one partial sum per block, then a single block adds
+// the partials in order — a fixed tree, so the loss is repeatable run to run.
+// A label outside [0, 1] gives a NaN loss and gradient for that element (the
+// CPU kernel raises instead; here that would need a host synchronisation).
+#include <c10/cuda/CUDAException.h>
+
+#include "../math.h"
+#include "device_utils.cuh"
+#include "launch.h"
+
+namespace spoofloss {
+namespace cuda {
+namespace {
+
+template <typename acc_t>
+__device__ inline acc_t target_at(const BinaryLabels& labels, int64_t i) {
+  return math::bonafide_target<acc_t>(math::load_as_double(labels.data, labels.dtype, i), labels.bonafide_label);
+}
+
+// per_element: [n] (reduction none) or null; partial: [gridDim.x] or null.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) bce_forward_kernel(
+    const scalar_t* __restrict__ pred, const BinaryLabels labels, int64_t n, acc_t* __restrict__ per_element,
+    acc_t* __restrict__ partial) {
+  __shared__ acc_t shared[kThreads / kWarp];
+  acc_t sum[1] = {acc_t(0)};
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+    const acc_t value = math::bce_with_logits(static_cast<acc_t>(pred[i]), target_at<acc_t>(labels, i));
+    if (per_element != nullptr) {
+      per_element[i] = value;
+    } else {
+      sum[0] += value;
+    }
+  }
+  if (partial != nullptr) {
+    block_sum(sum, shared);
+    if (threadIdx.x == 0) partial[blockIdx.x] = sum[0];
+  }
+}
+
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads) sum_partials_kernel(
+    const acc_t* __restrict__ partial, int64_t count, acc_t divisor, acc_t* __restrict__ loss) {
+  __shared__ acc_t shared[kThreads / kWarp];
+  acc_t total[1] = {acc_t(0)};
+  for (int64_t i = threadIdx.x; i < count; i += kThreads) total[0] += partial[i];
+  block_sum(total, shared);
+  if (threadIdx.x == 0) *loss = total[0] / divisor;
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) bce_backward_kernel(
+    const acc_t* __restrict__ grad_loss, const scalar_t* __restrict__ pred, const BinaryLabels labels, int64_t n,
+    Reduction reduction, scalar_t* __restrict__ grad_pred) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+    const acc_t weight = math::reduction_weight(reduction, grad_loss, i, n);
+    const acc_t grad = math::bce_with_logits_grad(static_cast<acc_t>(pred[i]), target_at<acc_t>(labels, i));
+    grad_pred[i] = static_cast<scalar_t>(weight * grad);
+  }
+}
+
+}  // namespace
+
+template <typename scalar_t>
+void launch_bce_forward(
+    const scalar_t* pred, const BinaryLabels& labels, int64_t n, unsigned blocks, acc_of<scalar_t>* per_element,
+    acc_of<scalar_t>* partial, acc_of<scalar_t> divisor, acc_of<scalar_t>* loss, cudaStream_t stream) {
+  using acc_t = acc_of<scalar_t>;
+  bce_forward_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(pred, labels, n, per_element, partial);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (partial != nullptr) {
+    sum_partials_kernel<acc_t><<<1, kThreads, 0, stream>>>(partial, blocks, divisor, loss);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+}
+
+template <typename scalar_t>
+void launch_bce_backward(
+    const acc_of<scalar_t>* grad_loss, const scalar_t* pred, const BinaryLabels& labels, int64_t n, unsigned blocks,
+    Reduction reduction, scalar_t* grad_pred, cudaStream_t stream) {
+  bce_backward_kernel<scalar_t, acc_of<scalar_t>>
+      <<<blocks, kThreads, 0, stream>>>(grad_loss, pred, labels, n, reduction, grad_pred);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+#define SPOOFLOSS_INSTANTIATE_BCE(scalar_t)                                                                     \
+  template void launch_bce_forward<scalar_t>(                                                                   \
+      const scalar_t*, const BinaryLabels&, int64_t, unsigned, acc_of<scalar_t>*, acc_of<scalar_t>*,            \
+      acc_of<scalar_t>, acc_of<scalar_t>*, cudaStream_t);                                                       \
+  template void launch_bce_backward<scalar_t>(                                                                  \
+      const acc_of<scalar_t>*, const scalar_t*, const BinaryLabels&, int64_t, unsigned, Reduction, scalar_t*, \
+      cudaStream_t);
+SPOOFLOSS_INSTANTIATE_FOR_INPUT_TYPES(SPOOFLOSS_INSTANTIATE_BCE)
+#undef SPOOFLOSS_INSTANTIATE_BCE
+
+}  // namespace cuda
+}  // namespace spoofloss

@@ -1,0 +1,69 @@
+// Small device helpers shared by the CUDA kernels: block-wide sums with a fixed
+// reduction tree (deterministic), aligned vector access, and launch geometry.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "launch.h"
+
+#include <cstdint>
+
+namespace spoofloss {
+namespace cuda {
+
+constexpr int kWarp = 32;
+
+// Sums N values across the block; the result is valid in thread 0. `shared`
+// holds kThreads / kWarp * N values. The order of additions depends only on
+// the thread index, so results are bit-for-bit repeatable.
+template <typename T, int N>
+__device__ inline void block_sum(T (&values)[N], T* shared) {
+  const int lane = threadIdx.x % kWarp;
+  const int warp = threadIdx.x / kWarp;
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) values[i] += __shfl_down_sync(0xffffffffu, values[i], offset);
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) shared[warp * N + i] = values[i];
+  }
+  __syncthreads();
+  if (warp == 0) {
+    constexpr int kWarps = kThreads / kWarp;
+#pragma unroll
+    for (int i = 0; i < N; ++i) values[i] = lane < kWarps ? shared[lane * N + i] : T(0);
+#pragma unroll
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+#pragma unroll
+      for (int i = 0; i < N; ++i) values[i] += __shfl_down_sync(0xffffffffu, values[i], offset);
+    }
+  }
+  __syncthreads();  // `shared` may be reused by the caller
+}
+
+// VEC consecutive elements moved as one 16-byte (or smaller) access.
+template <typename T, int VEC>
+struct alignas(sizeof(T) * VEC) Packed {
+  T values[VEC];
+};
+
+template <typename T, int VEC>
+__device__ inline Packed<T, VEC> load_packed(const T* address) {
+  return *reinterpret_cast<const Packed<T, VEC>*>(address);
+}
+
+template <typename T, int VEC>
+__device__ inline void store_packed(T* address, const Packed<T, VEC>& packed) {
+  *reinterpret_cast<Packed<T, VEC>*>(address) = packed;
+}
+
+// Elements per 16-byte access.
+template <typename T>
+constexpr int packed_width() {
+  return 16 / sizeof(T) > 0 ? static_cast<int>(16 / sizeof(T)) : 1;
+}
+
+}  // namespace cuda
+}  // namespace spoofloss
