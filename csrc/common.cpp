@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
 namespace spoofloss {
@@ -204,9 +205,6 @@ void check_binary_grad_loss(const at::Tensor& grad_loss, const at::Tensor& pred,
   }
 }
 
-at::Tensor with_unit_feature_stride(const at::Tensor& emb) {
-  return emb.stride(-1) == 1 ? emb : emb.contiguous();
-}
 
 namespace {
 void describe_label_and_lengths(
@@ -262,6 +260,88 @@ CosineLayout describe_cosine_backward(
   layout.emb_stride_batch = layout.frames * layout.dim;
   describe_label_and_lengths(layout, label, lengths);
   return layout;
+}
+
+CosineForwardArgs prepare_cosine_forward(
+    const at::Tensor& emb,
+    const at::Tensor& centers,
+    const c10::optional<at::Tensor>& label,
+    const c10::optional<at::Tensor>& lengths,
+    int64_t epilogue,
+    int64_t target,
+    int64_t reduction) {
+  check_cosine_inputs(emb, centers, label, lengths, epilogue, target, reduction);
+  CosineForwardArgs args;
+  args.emb = emb.stride(-1) == 1 ? emb : emb.contiguous();
+  const auto dtype = compute_dtype(emb.scalar_type());
+  args.centers = centers.to(dtype).contiguous();
+  args.layout = describe_cosine_inputs(args.emb, centers.size(0), label, lengths);
+  const auto options = emb.options().dtype(dtype);
+  const int64_t batch = args.layout.batch;
+  if (label.has_value()) args.per_utterance = at::empty({batch}, options);
+  args.score = at::empty({batch}, options);
+  args.pooled = at::empty({batch, args.layout.dim}, options);
+  return args;
+}
+
+CosineBackwardArgs prepare_cosine_backward(
+    const at::Tensor& grad_loss,
+    const at::Tensor& pooled,
+    const at::Tensor& centers,
+    const c10::optional<at::Tensor>& label,
+    const c10::optional<at::Tensor>& lengths,
+    c10::SymIntArrayRef emb_sym_sizes,
+    c10::ScalarType emb_dtype,
+    int64_t epilogue,
+    int64_t target,
+    int64_t reduction) {
+  const auto emb_sizes = C10_AS_INTARRAYREF_SLOW(emb_sym_sizes);
+  check_cosine_backward_inputs(
+      grad_loss, pooled, centers, label, lengths, emb_sizes, emb_dtype, epilogue, target, reduction);
+  CosineBackwardArgs args;
+  const auto dtype = pooled.scalar_type();
+  args.grad_loss = grad_loss.to(dtype).contiguous();
+  args.pooled = pooled.contiguous();
+  args.centers = centers.to(dtype).contiguous();
+  args.layout = describe_cosine_backward(emb_sizes, centers.size(0), label, lengths);
+  args.grad_emb = at::empty(emb_sizes, pooled.options().dtype(emb_dtype));
+  args.grad_centers = at::empty(centers.sizes(), pooled.options());
+  args.centers_dtype = centers.scalar_type();
+  const bool is_score = static_cast<Epilogue>(epilogue) == Epilogue::kCosine;
+  args.bonafide_label = is_score ? 0 : target;
+  args.score_target = is_score ? target : 0;
+  return args;
+}
+
+namespace {
+BinaryArgs prepare_binary(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label) {
+  BinaryArgs args;
+  args.pred = pred.contiguous();
+  args.label = label.contiguous();
+  args.layout = BinaryLayout{pred.numel(), args.label.const_data_ptr(), label.scalar_type(), bonafide_label};
+  return args;
+}
+}  // namespace
+
+BinaryArgs prepare_binary_forward(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
+  check_binary_inputs(pred, label, bonafide_label, reduction);
+  BinaryArgs args = prepare_binary(pred, label, bonafide_label);
+  args.loss = at::empty(reduced_shape(reduction, pred.numel()), pred.options().dtype(compute_dtype(pred.scalar_type())));
+  return args;
+}
+
+BinaryArgs prepare_binary_backward(
+    const at::Tensor& grad_loss,
+    const at::Tensor& pred,
+    const at::Tensor& label,
+    int64_t bonafide_label,
+    int64_t reduction) {
+  check_binary_inputs(pred, label, bonafide_label, reduction);
+  check_binary_grad_loss(grad_loss, pred, reduction);
+  BinaryArgs args = prepare_binary(pred, label, bonafide_label);
+  args.grad_loss = grad_loss.to(compute_dtype(pred.scalar_type())).contiguous();
+  args.grad_pred = at::empty(pred.sizes(), pred.options());
+  return args;
 }
 
 c10::ScalarType compute_dtype(c10::ScalarType input_dtype) {

@@ -1,6 +1,7 @@
-// Host-side pieces shared by the CPU and CUDA implementations: input
-// validation (done once, at the top of each backend kernel, before any memory
-// is touched) and the plain-old-data descriptions the kernels read.
+// Host-side preparation shared by the CPU and CUDA ops: each op validates its
+// inputs once (shapes, dtypes, devices — before any memory is touched), brings
+// them into the form the kernels read and allocates its outputs, here; the
+// backends only launch their kernels on the result.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -14,10 +15,19 @@
 
 namespace spoofloss {
 
+// The forward ops' inputs once validated, in the form the kernels read, with
+// the outputs allocated in the compute dtype. Shared by the CPU and CUDA ops.
+struct CosineForwardArgs {
+  at::Tensor emb;            // [B, T, D] or [B, D], unit feature stride (a copy only when D is strided)
+  at::Tensor centers;        // [C, D], compute dtype, contiguous (a copy only when the dtype differs)
+  CosineLayout layout;
+  at::Tensor per_utterance;  // [B] loss of each utterance; undefined for the score op
+  at::Tensor score;          // [B]
+  at::Tensor pooled;         // [B, D]
+};
 
-// Shape, dtype and device checks for the cosine-margin ops. `target` is the
-// bona fide label value for the losses and the centre index for the score.
-void check_cosine_inputs(
+// `label` is given for the losses and absent for the score (epilogue 2).
+CosineForwardArgs prepare_cosine_forward(
     const at::Tensor& emb,
     const at::Tensor& centers,
     const c10::optional<at::Tensor>& label,
@@ -26,40 +36,53 @@ void check_cosine_inputs(
     int64_t target,
     int64_t reduction);
 
-// Checks for the backward op: the saved tensors must still agree with emb_sizes.
-void check_cosine_backward_inputs(
+// The backward op's inputs once validated, with its outputs allocated.
+struct CosineBackwardArgs {
+  at::Tensor grad_loss;     // [B] or [], compute dtype
+  at::Tensor pooled;        // [B, D], contiguous
+  at::Tensor centers;       // [C, D], compute dtype, contiguous
+  CosineLayout layout;      // of grad_emb (contiguous)
+  at::Tensor grad_emb;      // emb's sizes and dtype
+  at::Tensor grad_centers;  // [C, D], compute dtype; cast back with finish()
+  c10::ScalarType centers_dtype;
+  int64_t bonafide_label;   // for the epilogue's params (0 for the score)
+  int64_t score_target;     // the score's centre index (0 for the losses)
+
+  std::tuple<at::Tensor, at::Tensor> finish() const {
+    return {grad_emb, grad_centers.to(centers_dtype)};
+  }
+};
+
+CosineBackwardArgs prepare_cosine_backward(
     const at::Tensor& grad_loss,
     const at::Tensor& pooled,
     const at::Tensor& centers,
     const c10::optional<at::Tensor>& label,
     const c10::optional<at::Tensor>& lengths,
-    c10::IntArrayRef emb_sizes,
+    c10::SymIntArrayRef emb_sizes,
     c10::ScalarType emb_dtype,
     int64_t epilogue,
     int64_t target,
     int64_t reduction);
 
-void check_binary_inputs(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction);
+// The binary ops' inputs once validated, with their outputs allocated.
+struct BinaryArgs {
+  at::Tensor pred;       // contiguous
+  at::Tensor label;      // contiguous
+  BinaryLayout layout;
+  at::Tensor loss;       // forward: [N] (reduction none) or [], compute dtype
+  at::Tensor grad_loss;  // backward: [N] or [], compute dtype
+  at::Tensor grad_pred;  // backward: pred's sizes and dtype
+};
 
-// grad_loss of the binary backward: [N] for reduction none, a scalar otherwise.
-void check_binary_grad_loss(const at::Tensor& grad_loss, const at::Tensor& pred, int64_t reduction);
+BinaryArgs prepare_binary_forward(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction);
 
-// emb with a unit feature stride (a copy only when D is strided).
-at::Tensor with_unit_feature_stride(const at::Tensor& emb);
-
-// Fills the layout from validated inputs. emb must have a unit feature stride.
-CosineLayout describe_cosine_inputs(
-    const at::Tensor& emb,
-    int64_t num_centers,
-    const c10::optional<at::Tensor>& label,
-    const c10::optional<at::Tensor>& lengths);
-
-// Same, for the backward op: no emb, its sizes instead.
-CosineLayout describe_cosine_backward(
-    c10::IntArrayRef emb_sizes,
-    int64_t num_centers,
-    const c10::optional<at::Tensor>& label,
-    const c10::optional<at::Tensor>& lengths);
+BinaryArgs prepare_binary_backward(
+    const at::Tensor& grad_loss,
+    const at::Tensor& pred,
+    const at::Tensor& label,
+    int64_t bonafide_label,
+    int64_t reduction);
 
 // The dtype the kernels accumulate and return in: float64 for float64 input,
 // float32 for float32, float16 and bfloat16.

@@ -27,4 +27,12 @@ struct CosineLayout {
   int64_t lengths_stride = 0;
 };
 
+// The binary loss: pred is contiguous [N]; labels are read in their own dtype.
+struct BinaryLayout {
+  int64_t numel = 0;
+  const void* label = nullptr;
+  c10::ScalarType label_dtype = c10::ScalarType::Long;
+  int64_t bonafide_label = 1;
+};
+
 }  // namespace spoofloss

@@ -130,10 +130,18 @@ C10_HOST_DEVICE inline int64_t valid_length(double value, int64_t num_frames) {
   return static_cast<int64_t>(value);
 }
 
-// Which centre the loss op's score compares against.
-C10_HOST_DEVICE inline int64_t score_center(Epilogue epilogue, int64_t bonafide_label) {
-  // AM-softmax: centre k belongs to class k. OC-softmax: the one centre.
-  return epilogue == Epilogue::kAMSoftmax ? bonafide_label : 0;
+// Which centre the score compares against: AM-softmax's centre k belongs to
+// class k; OC-softmax has one centre; the score op names its centre.
+C10_HOST_DEVICE inline int64_t score_center(Epilogue epilogue, int64_t bonafide_label, int64_t score_target) {
+  switch (epilogue) {
+    case Epilogue::kAMSoftmax:
+      return bonafide_label;
+    case Epilogue::kOCSoftmax:
+      return 0;
+    case Epilogue::kCosine:
+    default:
+      return score_target;
+  }
 }
 
 template <typename acc_t>

@@ -21,36 +21,29 @@ constexpr int64_t kBinaryChunk = 4096;
 
 // Target of element i (1 = bona fide), checked to lie in [0, 1].
 template <typename acc_t>
-acc_t checked_target(const void* label, c10::ScalarType dtype, int64_t i, int64_t bonafide_label) {
-  const double value = math::load_as_double(label, dtype, i);
-  const acc_t target = math::bonafide_target<acc_t>(value, bonafide_label);
+acc_t checked_target(const BinaryLayout& layout, int64_t i) {
+  const double value = math::load_as_double(layout.label, layout.label_dtype, i);
+  const acc_t target = math::bonafide_target<acc_t>(value, layout.bonafide_label);
   TORCH_CHECK_VALUE(target == target, "label[", i, "] = ", value, " lies outside [0, 1]");
   return target;
 }
 
-at::Tensor binary_cross_entropy_cpu(const at::Tensor& pred_in, const at::Tensor& label_in, int64_t bonafide_label, int64_t reduction) {
-  check_binary_inputs(pred_in, label_in, bonafide_label, reduction);
-  const at::Tensor pred = pred_in.contiguous();
-  const at::Tensor label = label_in.contiguous();
-  const int64_t n = pred.numel();
-  const auto options = pred.options().dtype(compute_dtype(pred.scalar_type()));
+at::Tensor binary_cross_entropy_cpu(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
+  const auto args = prepare_binary_forward(pred, label, bonafide_label, reduction);
+  const int64_t n = args.layout.numel;
   const bool reduce = static_cast<Reduction>(reduction) != Reduction::kNone;
-  at::Tensor loss = at::empty(reduced_shape(reduction, n), options);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(), "binary_cross_entropy_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* logits = pred.const_data_ptr<scalar_t>();
-    const void* labels = label.const_data_ptr();
-    const auto label_dtype = label.scalar_type();
+    const scalar_t* logits = args.pred.const_data_ptr<scalar_t>();
     const int64_t chunks = (n + kBinaryChunk - 1) / kBinaryChunk;
     std::vector<acc_t> partial(reduce ? chunks : 0);
-    acc_t* per_element = reduce ? nullptr : loss.mutable_data_ptr<acc_t>();
+    acc_t* per_element = reduce ? nullptr : args.loss.mutable_data_ptr<acc_t>();
     at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         acc_t sum = 0;
         const int64_t stop = std::min(n, (c + 1) * kBinaryChunk);
         for (int64_t i = c * kBinaryChunk; i < stop; ++i) {
-          const acc_t value = math::bce_with_logits(
-              static_cast<acc_t>(logits[i]), checked_target<acc_t>(labels, label_dtype, i, bonafide_label));
+          const acc_t value = math::bce_with_logits(static_cast<acc_t>(logits[i]), checked_target<acc_t>(args.layout, i));
           if (reduce) {
             sum += value;
           } else {
@@ -64,39 +57,32 @@ at::Tensor binary_cross_entropy_cpu(const at::Tensor& pred_in, const at::Tensor&
       acc_t total = 0;
       for (const acc_t part : partial) total += part;
       if (static_cast<Reduction>(reduction) == Reduction::kMean) total /= static_cast<acc_t>(n);
-      *loss.mutable_data_ptr<acc_t>() = total;
+      *args.loss.mutable_data_ptr<acc_t>() = total;
     }
   });
-  return loss;
+  return args.loss;
 }
 
 at::Tensor binary_cross_entropy_backward_cpu(
-    const at::Tensor& grad_loss_in, const at::Tensor& pred_in, const at::Tensor& label_in, int64_t bonafide_label,
+    const at::Tensor& grad_loss, const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label,
     int64_t reduction) {
-  check_binary_inputs(pred_in, label_in, bonafide_label, reduction);
-  const int64_t n = pred_in.numel();
-  check_binary_grad_loss(grad_loss_in, pred_in, reduction);
-  const at::Tensor pred = pred_in.contiguous();
-  const at::Tensor label = label_in.contiguous();
-  const at::Tensor grad_loss = grad_loss_in.to(compute_dtype(pred.scalar_type())).contiguous();
-  at::Tensor grad_pred = at::empty(pred.sizes(), pred.options());
+  const auto args = prepare_binary_backward(grad_loss, pred, label, bonafide_label, reduction);
+  const int64_t n = args.layout.numel;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(), "binary_cross_entropy_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* logits = pred.const_data_ptr<scalar_t>();
-    const acc_t* upstream = grad_loss.const_data_ptr<acc_t>();
-    const void* labels = label.const_data_ptr();
-    const auto label_dtype = label.scalar_type();
+    const scalar_t* logits = args.pred.const_data_ptr<scalar_t>();
+    const acc_t* upstream = args.grad_loss.const_data_ptr<acc_t>();
     const auto kind = static_cast<Reduction>(reduction);
-    scalar_t* out = grad_pred.mutable_data_ptr<scalar_t>();
+    scalar_t* out = args.grad_pred.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, n, kBinaryChunk, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const acc_t weight = math::reduction_weight(kind, upstream, i, n);
-        const acc_t target = checked_target<acc_t>(labels, label_dtype, i, bonafide_label);
-        out[i] = static_cast<scalar_t>(weight * math::bce_with_logits_grad(static_cast<acc_t>(logits[i]), target));
+        const acc_t grad = math::bce_with_logits_grad(static_cast<acc_t>(logits[i]), checked_target<acc_t>(args.layout, i));
+        out[i] = static_cast<scalar_t>(weight * grad);
       }
     });
   });
-  return grad_pred;
+  return args.grad_pred;
 }
 
 }  // namespace

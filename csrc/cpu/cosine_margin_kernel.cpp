@@ -151,8 +151,7 @@ void cosine_forward(
   acc_t inv_center_norm[kMaxCenters];
   bool center_clamped[kMaxCenters];
   center_norms(centers, layout.num_centers, layout.dim, inv_center_norm, center_clamped);
-  const int64_t score_center = epilogue == Epilogue::kCosine ? score_target
-                                                              : math::score_center(epilogue, params.bonafide_label);
+  const int64_t score_center = math::score_center(epilogue, params.bonafide_label, score_target);
   at::parallel_for(0, layout.batch, 64, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       acc_t cos[kMaxCenters] = {};
@@ -166,61 +165,48 @@ void cosine_forward(
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_margin_loss_cpu(
-    const at::Tensor& emb_in, const at::Tensor& centers_in, const at::Tensor& label,
-    const c10::optional<at::Tensor>& lengths, int64_t epilogue, double scale, double margin_bonafide,
-    double margin_spoof, int64_t bonafide_label, int64_t reduction) {
-  check_cosine_inputs(emb_in, centers_in, label, lengths, epilogue, bonafide_label, reduction);
-  const at::Tensor emb = with_unit_feature_stride(emb_in);
-  const auto acc_dtype = compute_dtype(emb.scalar_type());
-  const at::Tensor centers = centers_in.to(acc_dtype).contiguous();
-  const auto layout = describe_cosine_inputs(emb, centers.size(0), label, lengths);
-  const auto options = emb.options().dtype(acc_dtype);
-  at::Tensor per_utterance = at::empty({layout.batch}, options);
-  at::Tensor score = at::empty({layout.batch}, options);
-  at::Tensor pooled = at::empty({layout.batch, layout.dim}, options);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, emb.scalar_type(), "cosine_margin_loss_cpu", [&] {
+// Shared by the loss and the score (args.per_utterance undefined).
+void run_cosine_forward(
+    const CosineForwardArgs& args, Epilogue epilogue, double scale, double margin_bonafide, double margin_spoof,
+    int64_t bonafide_label, int64_t score_target) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.emb.scalar_type(), "cosine_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     cosine_forward<scalar_t, acc_t>(
-        emb.const_data_ptr<scalar_t>(), centers.const_data_ptr<acc_t>(), layout, static_cast<Epilogue>(epilogue),
-        margin_params<acc_t>(scale, margin_bonafide, margin_spoof, bonafide_label), 0,
-        per_utterance.mutable_data_ptr<acc_t>(), score.mutable_data_ptr<acc_t>(), pooled.mutable_data_ptr<acc_t>());
+        args.emb.const_data_ptr<scalar_t>(), args.centers.const_data_ptr<acc_t>(), args.layout, epilogue,
+        margin_params<acc_t>(scale, margin_bonafide, margin_spoof, bonafide_label), score_target,
+        args.per_utterance.defined() ? args.per_utterance.mutable_data_ptr<acc_t>() : nullptr,
+        args.score.mutable_data_ptr<acc_t>(), args.pooled.mutable_data_ptr<acc_t>());
   });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_margin_loss_cpu(
+    const at::Tensor& emb, const at::Tensor& centers, const at::Tensor& label, const c10::optional<at::Tensor>& lengths,
+    int64_t epilogue, double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label,
+    int64_t reduction) {
+  const auto args = prepare_cosine_forward(emb, centers, label, lengths, epilogue, bonafide_label, reduction);
+  run_cosine_forward(
+      args, static_cast<Epilogue>(epilogue), scale, margin_bonafide, margin_spoof, bonafide_label, /*score_target=*/0);
   if (static_cast<Reduction>(reduction) == Reduction::kNone) {
-    return {per_utterance, score, pooled};
+    return {args.per_utterance, args.score, args.pooled};
   }
   // A serial sum over B in index order: deterministic, and B is small.
-  at::Tensor loss = at::empty({}, options);
-  AT_DISPATCH_FLOATING_TYPES(acc_dtype, "cosine_margin_loss_cpu_reduce", [&] {
-    const scalar_t* values = per_utterance.const_data_ptr<scalar_t>();
+  at::Tensor loss = at::empty({}, args.per_utterance.options());
+  AT_DISPATCH_FLOATING_TYPES(loss.scalar_type(), "cosine_margin_loss_cpu_reduce", [&] {
+    const scalar_t* values = args.per_utterance.const_data_ptr<scalar_t>();
     scalar_t total = 0;
-    for (int64_t b = 0; b < layout.batch; ++b) total += values[b];
-    if (static_cast<Reduction>(reduction) == Reduction::kMean) total /= static_cast<scalar_t>(layout.batch);
+    for (int64_t b = 0; b < args.layout.batch; ++b) total += values[b];
+    if (static_cast<Reduction>(reduction) == Reduction::kMean) total /= static_cast<scalar_t>(args.layout.batch);
     *loss.mutable_data_ptr<scalar_t>() = total;
   });
-  return {loss, score, pooled};
+  return {loss, args.score, args.pooled};
 }
 
 std::tuple<at::Tensor, at::Tensor> cosine_score_cpu(
-    const at::Tensor& emb_in, const at::Tensor& centers_in, const c10::optional<at::Tensor>& lengths,
-    int64_t center_index) {
+    const at::Tensor& emb, const at::Tensor& centers, const c10::optional<at::Tensor>& lengths, int64_t center_index) {
   const auto kCosine = static_cast<int64_t>(Epilogue::kCosine);
-  check_cosine_inputs(emb_in, centers_in, c10::nullopt, lengths, kCosine, center_index, 0);
-  const at::Tensor emb = with_unit_feature_stride(emb_in);
-  const auto acc_dtype = compute_dtype(emb.scalar_type());
-  const at::Tensor centers = centers_in.to(acc_dtype).contiguous();
-  const auto layout = describe_cosine_inputs(emb, centers.size(0), c10::nullopt, lengths);
-  const auto options = emb.options().dtype(acc_dtype);
-  at::Tensor score = at::empty({layout.batch}, options);
-  at::Tensor pooled = at::empty({layout.batch, layout.dim}, options);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, emb.scalar_type(), "cosine_score_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    cosine_forward<scalar_t, acc_t>(
-        emb.const_data_ptr<scalar_t>(), centers.const_data_ptr<acc_t>(), layout, Epilogue::kCosine,
-        margin_params<acc_t>(1.0, 0.0, 0.0, 0), center_index, nullptr, score.mutable_data_ptr<acc_t>(),
-        pooled.mutable_data_ptr<acc_t>());
-  });
-  return {score, pooled};
+  const auto args = prepare_cosine_forward(emb, centers, c10::nullopt, lengths, kCosine, center_index, 0);
+  run_cosine_forward(args, Epilogue::kCosine, 1.0, 0.0, 0.0, 0, center_index);
+  return {args.score, args.pooled};
 }
 
 template <typename scalar_t, typename acc_t>
@@ -307,30 +293,21 @@ void cosine_backward(
 }
 
 std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_cpu(
-    const at::Tensor& grad_loss_in, const at::Tensor& pooled_in, const at::Tensor& centers_in,
-    const c10::optional<at::Tensor>& label, const c10::optional<at::Tensor>& lengths, c10::SymIntArrayRef emb_sym_sizes,
+    const at::Tensor& grad_loss, const at::Tensor& pooled, const at::Tensor& centers,
+    const c10::optional<at::Tensor>& label, const c10::optional<at::Tensor>& lengths, c10::SymIntArrayRef emb_sizes,
     c10::ScalarType emb_dtype, int64_t epilogue, double scale, double margin_bonafide, double margin_spoof,
     int64_t bonafide_label, int64_t reduction) {
-  const auto emb_sizes = C10_AS_INTARRAYREF_SLOW(emb_sym_sizes);
-  check_cosine_backward_inputs(
-      grad_loss_in, pooled_in, centers_in, label, lengths, emb_sizes, emb_dtype, epilogue, bonafide_label, reduction);
-  const auto acc_dtype = pooled_in.scalar_type();
-  const at::Tensor pooled = pooled_in.contiguous();
-  const at::Tensor grad_loss = grad_loss_in.to(acc_dtype).contiguous();
-  const at::Tensor centers = centers_in.to(acc_dtype).contiguous();
-  const auto layout = describe_cosine_backward(emb_sizes, centers.size(0), label, lengths);
-  at::Tensor grad_emb = at::empty(emb_sizes, pooled.options().dtype(emb_dtype));
-  at::Tensor grad_centers = at::empty(centers.sizes(), centers.options());
-  const bool is_score = static_cast<Epilogue>(epilogue) == Epilogue::kCosine;
+  const auto args = prepare_cosine_backward(
+      grad_loss, pooled, centers, label, lengths, emb_sizes, emb_dtype, epilogue, bonafide_label, reduction);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, emb_dtype, "cosine_margin_loss_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     cosine_backward<scalar_t, acc_t>(
-        grad_loss.const_data_ptr<acc_t>(), pooled.const_data_ptr<acc_t>(), centers.const_data_ptr<acc_t>(), layout,
-        static_cast<Epilogue>(epilogue), static_cast<Reduction>(reduction),
-        margin_params<acc_t>(scale, margin_bonafide, margin_spoof, is_score ? 0 : bonafide_label),
-        is_score ? bonafide_label : 0, grad_emb.mutable_data_ptr<scalar_t>(), grad_centers.mutable_data_ptr<acc_t>());
+        args.grad_loss.const_data_ptr<acc_t>(), args.pooled.const_data_ptr<acc_t>(),
+        args.centers.const_data_ptr<acc_t>(), args.layout, static_cast<Epilogue>(epilogue),
+        static_cast<Reduction>(reduction), margin_params<acc_t>(scale, margin_bonafide, margin_spoof, args.bonafide_label),
+        args.score_target, args.grad_emb.mutable_data_ptr<scalar_t>(), args.grad_centers.mutable_data_ptr<acc_t>());
   });
-  return {grad_emb, grad_centers.to(centers_in.scalar_type())};
+  return args.finish();
 }
 
 }  // namespace

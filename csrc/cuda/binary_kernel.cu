@@ -16,20 +16,21 @@ namespace cuda {
 namespace {
 
 template <typename acc_t>
-__device__ inline acc_t target_at(const BinaryLabels& labels, int64_t i) {
-  return math::bonafide_target<acc_t>(math::load_as_double(labels.data, labels.dtype, i), labels.bonafide_label);
+__device__ inline acc_t target_at(const BinaryLayout& layout, int64_t i) {
+  return math::bonafide_target<acc_t>(math::load_as_double(layout.label, layout.label_dtype, i), layout.bonafide_label);
 }
 
 // per_element: [n] (reduction none) or null; partial: [gridDim.x] or null.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) bce_forward_kernel(
-    const scalar_t* __restrict__ pred, const BinaryLabels labels, int64_t n, acc_t* __restrict__ per_element,
+    const scalar_t* __restrict__ pred, const BinaryLayout layout, acc_t* __restrict__ per_element,
     acc_t* __restrict__ partial) {
   __shared__ acc_t shared[kThreads / kWarp];
   acc_t sum[1] = {acc_t(0)};
+  const int64_t n = layout.numel;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
-    const acc_t value = math::bce_with_logits(static_cast<acc_t>(pred[i]), target_at<acc_t>(labels, i));
+    const acc_t value = math::bce_with_logits(static_cast<acc_t>(pred[i]), target_at<acc_t>(layout, i));
     if (per_element != nullptr) {
       per_element[i] = value;
     } else {
@@ -54,12 +55,13 @@ __global__ void __launch_bounds__(kThreads) sum_partials_kernel(
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) bce_backward_kernel(
-    const acc_t* __restrict__ grad_loss, const scalar_t* __restrict__ pred, const BinaryLabels labels, int64_t n,
+    const acc_t* __restrict__ grad_loss, const scalar_t* __restrict__ pred, const BinaryLayout layout,
     Reduction reduction, scalar_t* __restrict__ grad_pred) {
+  const int64_t n = layout.numel;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
     const acc_t weight = math::reduction_weight(reduction, grad_loss, i, n);
-    const acc_t grad = math::bce_with_logits_grad(static_cast<acc_t>(pred[i]), target_at<acc_t>(labels, i));
+    const acc_t grad = math::bce_with_logits_grad(static_cast<acc_t>(pred[i]), target_at<acc_t>(layout, i));
     grad_pred[i] = static_cast<scalar_t>(weight * grad);
   }
 }
@@ -68,10 +70,10 @@ __global__ void __launch_bounds__(kThreads) bce_backward_kernel(
 
 template <typename scalar_t>
 void launch_bce_forward(
-    const scalar_t* pred, const BinaryLabels& labels, int64_t n, unsigned blocks, acc_of<scalar_t>* per_element,
+    const scalar_t* pred, const BinaryLayout& layout, unsigned blocks, acc_of<scalar_t>* per_element,
     acc_of<scalar_t>* partial, acc_of<scalar_t> divisor, acc_of<scalar_t>* loss, cudaStream_t stream) {
   using acc_t = acc_of<scalar_t>;
-  bce_forward_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(pred, labels, n, per_element, partial);
+  bce_forward_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(pred, layout, per_element, partial);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (partial != nullptr) {
     sum_partials_kernel<acc_t><<<1, kThreads, 0, stream>>>(partial, blocks, divisor, loss);
@@ -81,19 +83,19 @@ void launch_bce_forward(
 
 template <typename scalar_t>
 void launch_bce_backward(
-    const acc_of<scalar_t>* grad_loss, const scalar_t* pred, const BinaryLabels& labels, int64_t n, unsigned blocks,
+    const acc_of<scalar_t>* grad_loss, const scalar_t* pred, const BinaryLayout& layout, unsigned blocks,
     Reduction reduction, scalar_t* grad_pred, cudaStream_t stream) {
   bce_backward_kernel<scalar_t, acc_of<scalar_t>>
-      <<<blocks, kThreads, 0, stream>>>(grad_loss, pred, labels, n, reduction, grad_pred);
+      <<<blocks, kThreads, 0, stream>>>(grad_loss, pred, layout, reduction, grad_pred);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 #define SPOOFLOSS_INSTANTIATE_BCE(scalar_t)                                                                     \
   template void launch_bce_forward<scalar_t>(                                                                   \
-      const scalar_t*, const BinaryLabels&, int64_t, unsigned, acc_of<scalar_t>*, acc_of<scalar_t>*,            \
+      const scalar_t*, const BinaryLayout&, unsigned, acc_of<scalar_t>*, acc_of<scalar_t>*,                     \
       acc_of<scalar_t>, acc_of<scalar_t>*, cudaStream_t);                                                       \
   template void launch_bce_backward<scalar_t>(                                                                  \
-      const acc_of<scalar_t>*, const scalar_t*, const BinaryLabels&, int64_t, unsigned, Reduction, scalar_t*, \
+      const acc_of<scalar_t>*, const scalar_t*, const BinaryLayout&, unsigned, Reduction, scalar_t*,          \
       cudaStream_t);
 SPOOFLOSS_INSTANTIATE_FOR_INPUT_TYPES(SPOOFLOSS_INSTANTIATE_BCE)
 #undef SPOOFLOSS_INSTANTIATE_BCE

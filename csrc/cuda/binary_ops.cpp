@@ -20,48 +20,38 @@ unsigned elementwise_blocks(int64_t n) {
 }
 
 at::Tensor binary_cross_entropy_cuda(
-    const at::Tensor& pred_in, const at::Tensor& label_in, int64_t bonafide_label, int64_t reduction) {
-  check_binary_inputs(pred_in, label_in, bonafide_label, reduction);
-  const c10::cuda::CUDAGuard device_guard(pred_in.device());
-  const at::Tensor pred = pred_in.contiguous();
-  const at::Tensor label = label_in.contiguous();
-  const int64_t n = pred.numel();
-  const auto options = pred.options().dtype(compute_dtype(pred.scalar_type()));
+    const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
+  const c10::cuda::CUDAGuard device_guard(pred.device());
+  const auto args = prepare_binary_forward(pred, label, bonafide_label, reduction);
+  const int64_t n = args.layout.numel;
   const bool reduce = static_cast<Reduction>(reduction) != Reduction::kNone;
-  at::Tensor loss = at::empty(reduced_shape(reduction, n), options);
   const unsigned blocks = elementwise_blocks(n);
-  at::Tensor partial = reduce ? at::empty({static_cast<int64_t>(blocks)}, options) : at::Tensor();
-  const cuda::BinaryLabels labels{label.const_data_ptr(), label.scalar_type(), bonafide_label};
+  // Scratch for the reduction: one partial sum per block.
+  at::Tensor partial = reduce ? at::empty({static_cast<int64_t>(blocks)}, args.loss.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(), "binary_cross_entropy_cuda", [&] {
     using acc_t = cuda::acc_of<scalar_t>;
     const acc_t divisor = static_cast<Reduction>(reduction) == Reduction::kMean ? static_cast<acc_t>(n) : acc_t(1);
+    acc_t* loss = args.loss.mutable_data_ptr<acc_t>();
     cuda::launch_bce_forward<scalar_t>(
-        pred.const_data_ptr<scalar_t>(), labels, n, blocks, reduce ? nullptr : loss.mutable_data_ptr<acc_t>(),
-        reduce ? partial.mutable_data_ptr<acc_t>() : nullptr, divisor,
-        reduce ? loss.mutable_data_ptr<acc_t>() : nullptr, at::cuda::getCurrentCUDAStream());
+        args.pred.const_data_ptr<scalar_t>(), args.layout, blocks, reduce ? nullptr : loss,
+        reduce ? partial.mutable_data_ptr<acc_t>() : nullptr, divisor, reduce ? loss : nullptr,
+        at::cuda::getCurrentCUDAStream());
   });
-  return loss;
+  return args.loss;
 }
 
 at::Tensor binary_cross_entropy_backward_cuda(
-    const at::Tensor& grad_loss_in, const at::Tensor& pred_in, const at::Tensor& label_in, int64_t bonafide_label,
+    const at::Tensor& grad_loss, const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label,
     int64_t reduction) {
-  check_binary_inputs(pred_in, label_in, bonafide_label, reduction);
-  check_binary_grad_loss(grad_loss_in, pred_in, reduction);
-  const c10::cuda::CUDAGuard device_guard(pred_in.device());
-  const at::Tensor pred = pred_in.contiguous();
-  const at::Tensor label = label_in.contiguous();
-  const at::Tensor grad_loss = grad_loss_in.to(compute_dtype(pred.scalar_type())).contiguous();
-  const int64_t n = pred.numel();
-  at::Tensor grad_pred = at::empty(pred.sizes(), pred.options());
-  const cuda::BinaryLabels labels{label.const_data_ptr(), label.scalar_type(), bonafide_label};
+  const c10::cuda::CUDAGuard device_guard(pred.device());
+  const auto args = prepare_binary_backward(grad_loss, pred, label, bonafide_label, reduction);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(), "binary_cross_entropy_backward_cuda", [&] {
     cuda::launch_bce_backward<scalar_t>(
-        grad_loss.const_data_ptr<cuda::acc_of<scalar_t>>(), pred.const_data_ptr<scalar_t>(), labels, n,
-        elementwise_blocks(n), static_cast<Reduction>(reduction), grad_pred.mutable_data_ptr<scalar_t>(),
-        at::cuda::getCurrentCUDAStream());
+        args.grad_loss.const_data_ptr<cuda::acc_of<scalar_t>>(), args.pred.const_data_ptr<scalar_t>(), args.layout,
+        elementwise_blocks(args.layout.numel), static_cast<Reduction>(reduction),
+        args.grad_pred.mutable_data_ptr<scalar_t>(), at::cuda::getCurrentCUDAStream());
   });
-  return grad_pred;
+  return args.grad_pred;
 }
 
 }  // namespace

@@ -138,8 +138,8 @@ __device__ inline acc_t cosines_from_sums(
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) cosine_epilogue_kernel(
     const acc_t* __restrict__ partial, int64_t chunks, const acc_t* __restrict__ centers, const CosineLayout layout,
-    Epilogue epilogue, const MarginParams<acc_t> params, int64_t score_target, int64_t score_center,
-    acc_t* __restrict__ loss_per_utterance, acc_t* __restrict__ score, acc_t* __restrict__ pooled) {
+    Epilogue epilogue, const MarginParams<acc_t> params, int64_t score_center, acc_t* __restrict__ loss_per_utterance,
+    acc_t* __restrict__ score, acc_t* __restrict__ pooled) {
   __shared__ acc_t shared[kThreads / kWarp * RowSums<acc_t>::kCount];
   const int64_t b = blockIdx.x;
   const int64_t dim = layout.dim;
@@ -167,11 +167,12 @@ __global__ void __launch_bounds__(kThreads) cosine_epilogue_kernel(
     acc_t cos[kMaxCenters], inv_center_norm[kMaxCenters];
     bool center_clamped[kMaxCenters], clamped;
     cosines_from_sums(sums, num_centers, cos, inv_center_norm, center_clamped, &clamped);
-    const int64_t target = utterance_target(layout, b, score_target);
-    const auto result = math::margin_epilogue(epilogue, cos, target, params);
-    // An invalid label leaves the score alone but not the loss.
     score[b] = cos[score_center];
-    if (loss_per_utterance != nullptr) loss_per_utterance[b] = result.loss;
+    if (loss_per_utterance != nullptr) {
+      // An invalid label makes the loss NaN, not the score.
+      const int64_t target = utterance_target(layout, b, score_center);
+      loss_per_utterance[b] = math::margin_epilogue(epilogue, cos, target, params).loss;
+    }
   }
 }
 
@@ -304,9 +305,8 @@ bool can_pack(const void* data, int64_t dim, int64_t stride_batch, int64_t strid
 template <typename scalar_t>
 void launch_cosine_forward(
     const scalar_t* emb, const acc_of<scalar_t>* centers, const CosineLayout& layout, Epilogue epilogue,
-    const MarginParams<acc_of<scalar_t>>& params, int64_t score_target, int64_t score_center, int64_t chunks,
-    acc_of<scalar_t>* partial, acc_of<scalar_t>* loss_per_utterance, acc_of<scalar_t>* score,
-    acc_of<scalar_t>* pooled, cudaStream_t stream) {
+    const MarginParams<acc_of<scalar_t>>& params, int64_t score_center, int64_t chunks, acc_of<scalar_t>* partial,
+    acc_of<scalar_t>* loss_per_utterance, acc_of<scalar_t>* score, acc_of<scalar_t>* pooled, cudaStream_t stream) {
   using acc_t = acc_of<scalar_t>;
   constexpr int vec = packed_width<scalar_t>();
   const int64_t frames_per_chunk = ceil_div(layout.frames, chunks);
@@ -320,8 +320,7 @@ void launch_cosine_forward(
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   cosine_epilogue_kernel<acc_t><<<static_cast<unsigned>(layout.batch), kThreads, 0, stream>>>(
-      partial, chunks, centers, layout, epilogue, params, score_target, score_center, loss_per_utterance, score,
-      pooled);
+      partial, chunks, centers, layout, epilogue, params, score_center, loss_per_utterance, score, pooled);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -361,7 +360,7 @@ void launch_cosine_backward(
 #define SPOOFLOSS_INSTANTIATE_COSINE(scalar_t)                                                                     \
   template void launch_cosine_forward<scalar_t>(                                                                   \
       const scalar_t*, const acc_of<scalar_t>*, const CosineLayout&, Epilogue, const MarginParams<acc_of<scalar_t>>&, \
-      int64_t, int64_t, int64_t, acc_of<scalar_t>*, acc_of<scalar_t>*, acc_of<scalar_t>*, acc_of<scalar_t>*,         \
+      int64_t, int64_t, acc_of<scalar_t>*, acc_of<scalar_t>*, acc_of<scalar_t>*, acc_of<scalar_t>*,                  \
       cudaStream_t);                                                                                               \
   template void launch_cosine_backward<scalar_t>(                                                                  \
       const acc_of<scalar_t>*, const acc_of<scalar_t>*, const acc_of<scalar_t>*, const CosineLayout&, Epilogue,      \

@@ -41,9 +41,8 @@ inline int64_t time_chunks(int64_t batch, int64_t frames, int64_t dim, int multi
 template <typename scalar_t>
 void launch_cosine_forward(
     const scalar_t* emb, const acc_of<scalar_t>* centers, const CosineLayout& layout, Epilogue epilogue,
-    const MarginParams<acc_of<scalar_t>>& params, int64_t score_target, int64_t score_center, int64_t chunks,
-    acc_of<scalar_t>* partial, acc_of<scalar_t>* loss_per_utterance, acc_of<scalar_t>* score,
-    acc_of<scalar_t>* pooled, cudaStream_t stream);
+    const MarginParams<acc_of<scalar_t>>& params, int64_t score_center, int64_t chunks, acc_of<scalar_t>* partial,
+    acc_of<scalar_t>* loss_per_utterance, acc_of<scalar_t>* score, acc_of<scalar_t>* pooled, cudaStream_t stream);
 
 // loss = sum (mean when `mean`) of values [n], by one block in a fixed order.
 template <typename acc_t>
@@ -59,22 +58,16 @@ void launch_cosine_backward(
     int64_t score_target, int64_t chunks, acc_of<scalar_t>* frame_grad, acc_of<scalar_t>* alpha,
     acc_of<scalar_t>* g_cos, scalar_t* grad_emb, acc_of<scalar_t>* grad_centers, cudaStream_t stream);
 
-struct BinaryLabels {
-  const void* data;
-  c10::ScalarType dtype;
-  int64_t bonafide_label;
-};
-
 // BCE with logits. Reduction none: writes per_element [n]. Otherwise writes
 // one partial sum per block into partial [blocks], then loss = sum / divisor.
 template <typename scalar_t>
 void launch_bce_forward(
-    const scalar_t* pred, const BinaryLabels& labels, int64_t n, unsigned blocks, acc_of<scalar_t>* per_element,
+    const scalar_t* pred, const BinaryLayout& layout, unsigned blocks, acc_of<scalar_t>* per_element,
     acc_of<scalar_t>* partial, acc_of<scalar_t> divisor, acc_of<scalar_t>* loss, cudaStream_t stream);
 
 template <typename scalar_t>
 void launch_bce_backward(
-    const acc_of<scalar_t>* grad_loss, const scalar_t* pred, const BinaryLabels& labels, int64_t n, unsigned blocks,
+    const acc_of<scalar_t>* grad_loss, const scalar_t* pred, const BinaryLayout& layout, unsigned blocks,
     Reduction reduction, scalar_t* grad_pred, cudaStream_t stream);
 
 }  // namespace cuda
