@@ -1,0 +1,340 @@
+"""Plain-PyTorch reference implementations of the spoofloss losses.
+
+These are the unfused chains of torch ops that the fused kernels replace: the
+yardstick of the test suite (run in float64) and the baseline of the benchmarks
+(run in whatever dtype the inputs have). Everything here is differentiable by
+autograd and computes in the dtype of its inputs (the promoted dtype of ``emb``
+and the centres when they differ); nothing here synchronises with the device.
+
+Math (see the API contract), per utterance ``b``:
+
+* ``pooled_b`` is the mean of ``emb[b, :L_b]`` over time (``L_b = lengths[b]``,
+  or all ``T`` frames without ``lengths``); a rank-2 ``emb`` [B, D] is already
+  pooled.
+* ``cos_{b,k}`` is the cosine between ``pooled_b`` and centre ``k``, both
+  normalised with ``F.normalize(..., eps=1e-12)``.
+* AM-softmax: cross-entropy of class ``label_b`` over the logits
+  ``s * (cos_k - m * [k == label_b])`` (computed as softplus(z_other - z_y),
+  its exact two-class form); the score is ``cos_{b, bonafide_label}``.
+* OC-softmax: ``softplus(alpha * (m_real - cos_b))`` for bona fide
+  (``label_b == bonafide_label``), ``softplus(alpha * (cos_b - m_fake))`` for
+  spoof; the score is ``cos_b``.
+* Binary: binary cross-entropy with logits over the flattened ``pred``, with the
+  target ``label`` (or ``1 - label`` when ``bonafide_label == 0``).
+
+Labels may be [B] or [B, 1] of any integer, bool or float dtype holding 0/1.
+Only shapes and arguments are checked here (cheap, no host synchronisation);
+label and length values are trusted.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "masked_mean",
+    "am_softmax_loss",
+    "am_softmax_score",
+    "oc_softmax_loss",
+    "oc_softmax_score",
+    "binary_loss",
+    "espnet_binary_loss",
+    "BinaryLoss",
+    "AMSoftmaxLoss",
+    "OCSoftmaxLoss",
+]
+
+NORM_EPS = 1e-12
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _check_bonafide_label(bonafide_label: int) -> None:
+    if bonafide_label not in (0, 1) or isinstance(bonafide_label, bool):
+        raise ValueError(f"bonafide_label must be 0 or 1, got {bonafide_label!r}")
+
+
+def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    _check_reduction(reduction)
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _flat_label(label: torch.Tensor, batch: int) -> torch.Tensor:
+    """A [B] or [B, 1] label as a [B] tensor (dtype unchanged)."""
+    if label.dim() == 2 and label.shape[1] == 1:
+        label = label[:, 0]
+    if label.dim() != 1 or label.shape[0] != batch:
+        raise ValueError(
+            f"label must have shape [B] or [B, 1] with B={batch} (emb's batch size), "
+            f"got shape {tuple(label.shape)}"
+        )
+    return label
+
+
+def masked_mean(emb: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean of ``emb`` [B, T, D] over the first ``lengths[b]`` frames -> [B, D].
+
+    A rank-2 ``emb`` [B, D] is returned as it is (``lengths`` is then ignored).
+    Padded frames get exactly zero gradient, whatever they hold (NaN included).
+    """
+    if emb.dim() == 2:
+        return emb
+    if emb.dim() != 3:
+        raise ValueError(f"emb must have shape [B, T, D] or [B, D], got shape {tuple(emb.shape)}")
+    if lengths is None:
+        return emb.mean(dim=1)
+    if lengths.dim() != 1 or lengths.shape[0] != emb.shape[0]:
+        raise ValueError(
+            f"lengths must have shape [B] with B={emb.shape[0]} (emb's batch size), "
+            f"got shape {tuple(lengths.shape)}"
+        )
+    frames = torch.arange(emb.shape[1], device=emb.device)
+    valid = frames.unsqueeze(0) < lengths.to(emb.device).unsqueeze(1)  # [B, T]
+    # where(), not a multiplication by the mask: NaN * 0 would leak padded NaNs.
+    total = torch.where(valid.unsqueeze(-1), emb, emb.new_zeros(())).sum(dim=1)
+    return total / lengths.to(device=emb.device, dtype=emb.dtype).unsqueeze(1)
+
+
+def _cosines(emb: torch.Tensor, centers: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """cos [B, C] between the pooled embeddings and the centres [C, D]."""
+    if centers.dim() != 2:
+        raise ValueError(f"centers must have shape [C, D], got shape {tuple(centers.shape)}")
+    if emb.dim() not in (2, 3):
+        raise ValueError(f"emb must have shape [B, T, D] or [B, D], got shape {tuple(emb.shape)}")
+    if emb.shape[-1] != centers.shape[1]:
+        raise ValueError(
+            f"emb's feature size D={emb.shape[-1]} does not match the centres' enc_dim={centers.shape[1]}"
+        )
+    dtype = torch.promote_types(emb.dtype, centers.dtype)
+    pooled = masked_mean(emb.to(dtype), lengths)
+    xn = F.normalize(pooled, p=2.0, dim=-1, eps=NORM_EPS)
+    cn = F.normalize(centers.to(dtype), p=2.0, dim=-1, eps=NORM_EPS)
+    return xn @ cn.t()
+
+
+def _softplus(x: torch.Tensor) -> torch.Tensor:
+    # log(1 + exp(x)) exactly for every x (F.softplus switches to x above its
+    # threshold of 20, which is 2e-9 away from the exact value).
+    return torch.logaddexp(x, x.new_zeros(()))
+
+
+def am_softmax_loss(
+    label: torch.Tensor,
+    emb: torch.Tensor,
+    centers: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    s: float = 20.0,
+    m: float = 0.5,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """AM-softmax (CosFace) loss with two centres [2, D]; class ``label_b``."""
+    _check_reduction(reduction)
+    if centers.dim() != 2 or centers.shape[0] != 2:
+        raise ValueError(f"centers must have shape [2, enc_dim], got shape {tuple(centers.shape)}")
+    cos = _cosines(emb, centers, lengths)  # [B, 2]
+    target = _flat_label(label, cos.shape[0]).to(device=cos.device).long()
+    onehot = F.one_hot(target, num_classes=2).to(cos.dtype)
+    logits = s * (cos - m * onehot)
+    # The cross-entropy of class y over two logits, in its exact two-class form
+    # softplus(z_other - z_y). F.cross_entropy(logits, target) is the same
+    # function but computes lse(z) - z_y and, backwards, p_y - 1: both cancel,
+    # losing all relative accuracy once the loss falls below ~1e-9 (float64).
+    z_y = logits.gather(1, target.unsqueeze(1)).squeeze(1)
+    z_other = logits.gather(1, (1 - target).unsqueeze(1)).squeeze(1)
+    return _reduce(_softplus(z_other - z_y), reduction)
+
+
+def am_softmax_score(
+    emb: torch.Tensor,
+    centers: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    bonafide_label: int = 1,
+) -> torch.Tensor:
+    """Cosine [B] between the pooled embedding and the bona fide centre."""
+    _check_bonafide_label(bonafide_label)
+    return _cosines(emb, centers, lengths)[:, bonafide_label]
+
+
+def oc_softmax_loss(
+    label: torch.Tensor,
+    emb: torch.Tensor,
+    center: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    m_real: float = 0.5,
+    m_fake: float = 0.2,
+    alpha: float = 20.0,
+    bonafide_label: int = 1,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """One-class softmax loss with one centre [1, D]."""
+    _check_reduction(reduction)
+    _check_bonafide_label(bonafide_label)
+    if center.dim() != 2 or center.shape[0] != 1:
+        raise ValueError(f"center must have shape [1, enc_dim], got shape {tuple(center.shape)}")
+    cos = _cosines(emb, center, lengths)[:, 0]  # [B]
+    bonafide = _flat_label(label, cos.shape[0]).to(cos.device) == bonafide_label
+    margin = torch.where(bonafide, m_real - cos, cos - m_fake)
+    return _reduce(_softplus(alpha * margin), reduction)
+
+
+def oc_softmax_score(
+    emb: torch.Tensor,
+    center: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Cosine [B] between the pooled embedding and the one centre."""
+    return _cosines(emb, center, lengths)[:, 0]
+
+
+def binary_loss(
+    pred: torch.Tensor,
+    label: torch.Tensor,
+    bonafide_label: int = 1,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Binary cross-entropy with logits over the flattened ``pred`` (stable)."""
+    _check_reduction(reduction)
+    _check_bonafide_label(bonafide_label)
+    if pred.numel() != label.numel():
+        raise ValueError(
+            f"pred and label must have the same number of elements, got pred shape "
+            f"{tuple(pred.shape)} and label shape {tuple(label.shape)}"
+        )
+    logits = pred.reshape(-1)
+    dtype = logits.dtype if logits.is_floating_point() else torch.get_default_dtype()
+    target = label.reshape(-1).to(device=logits.device, dtype=dtype)
+    if bonafide_label == 0:
+        target = 1 - target
+    return F.binary_cross_entropy_with_logits(logits.to(dtype), target, reduction=reduction)
+
+
+def espnet_binary_loss(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """ESPnet's ASVSpoofBinaryLoss formula: sigmoid, then BCELoss (mean).
+
+    BCELoss clamps log(p) at -100, so a confidently wrong logit saturates at a
+    loss of 100. The target is cast to ``pred``'s dtype (ESPnet casts to float32,
+    which is the same thing for float32 predictions).
+    """
+    prob = torch.sigmoid(pred.reshape(-1))
+    return F.binary_cross_entropy(prob, label.reshape(-1).to(prob.dtype), reduction="mean")
+
+
+class BinaryLoss(nn.Module):
+    """Reference of ``spoofloss.BinaryLoss``: BCE with logits, torch ops chain."""
+
+    def __init__(self, weight: float = 1.0, bonafide_label: int = 1, reduction: str = "mean"):
+        super().__init__()
+        _check_bonafide_label(bonafide_label)
+        _check_reduction(reduction)
+        self.weight = weight
+        self.bonafide_label = bonafide_label
+        self.reduction = reduction
+
+    @property
+    def name(self) -> str:
+        return "binary_loss"
+
+    def forward(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return binary_loss(pred, label, bonafide_label=self.bonafide_label, reduction=self.reduction)
+
+    def score(self, pred: torch.Tensor) -> torch.Tensor:
+        return pred
+
+
+class AMSoftmaxLoss(nn.Module):
+    """Reference of ``spoofloss.AMSoftmaxLoss``: centres [2, enc_dim], torch ops chain."""
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        enc_dim: int = 128,
+        s: float = 20.0,
+        m: float = 0.5,
+        bonafide_label: int = 1,
+        reduction: str = "mean",
+    ):
+        super().__init__()
+        _check_bonafide_label(bonafide_label)
+        _check_reduction(reduction)
+        self.weight = weight
+        self.enc_dim = enc_dim
+        self.s = s
+        self.m = m
+        self.bonafide_label = bonafide_label
+        self.reduction = reduction
+        self.centers = nn.Parameter(torch.randn(2, enc_dim))
+
+    @property
+    def name(self) -> str:
+        return "am_softmax_loss"
+
+    def forward(
+        self, label: torch.Tensor, emb: torch.Tensor, lengths: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        return am_softmax_loss(
+            label, emb, self.centers, lengths, s=self.s, m=self.m, reduction=self.reduction
+        )
+
+    def score(self, emb: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return am_softmax_score(emb, self.centers, lengths, bonafide_label=self.bonafide_label)
+
+
+class OCSoftmaxLoss(nn.Module):
+    """Reference of ``spoofloss.OCSoftmaxLoss``: one centre [1, enc_dim], torch ops chain."""
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        enc_dim: int = 128,
+        m_real: float = 0.5,
+        m_fake: float = 0.2,
+        alpha: float = 20.0,
+        bonafide_label: int = 1,
+        reduction: str = "mean",
+    ):
+        super().__init__()
+        _check_bonafide_label(bonafide_label)
+        _check_reduction(reduction)
+        self.weight = weight
+        self.enc_dim = enc_dim
+        self.m_real = m_real
+        self.m_fake = m_fake
+        self.alpha = alpha
+        self.bonafide_label = bonafide_label
+        self.reduction = reduction
+        self.center = nn.Parameter(torch.randn(1, enc_dim))
+        nn.init.kaiming_uniform_(self.center, a=0.25)
+
+    @property
+    def name(self) -> str:
+        return "oc_softmax_loss"
+
+    def forward(
+        self, label: torch.Tensor, emb: torch.Tensor, lengths: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        return oc_softmax_loss(
+            label,
+            emb,
+            self.center,
+            lengths,
+            m_real=self.m_real,
+            m_fake=self.m_fake,
+            alpha=self.alpha,
+            bonafide_label=self.bonafide_label,
+            reduction=self.reduction,
+        )
+
+    def score(self, emb: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return oc_softmax_score(emb, self.center, lengths)
