@@ -32,6 +32,13 @@ int64_t frames_per_chunk(int64_t dim) {
   return std::max<int64_t>(1, kChunkElements / dim);
 }
 
+// How many work items of `elements_per_item` elements each a thread should take
+// at least: below at::internal::GRAIN_SIZE elements in all, parallel_for runs
+// inline and opens no OpenMP region (which costs more than a small loss).
+int64_t grain(int64_t elements_per_item) {
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, elements_per_item));
+}
+
 // Frame counts of every utterance, checked: [1, T] or a clear error.
 std::vector<int64_t> read_lengths(const CosineLayout& layout) {
   std::vector<int64_t> lengths(layout.batch, layout.frames);
@@ -115,7 +122,8 @@ void pool_frames(const scalar_t* emb, const CosineLayout& layout, const std::vec
   const int64_t chunks = (layout.frames + chunk - 1) / chunk;
   // partial: [B, chunks, D]; a chunk past an utterance's end stays zero.
   std::vector<acc_t> partial(layout.batch * chunks * dim, acc_t(0));
-  at::parallel_for(0, layout.batch * chunks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t item_elements = std::min(chunk, layout.frames) * dim;
+  at::parallel_for(0, layout.batch * chunks, grain(item_elements), [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks;
       const int64_t t0 = (item % chunks) * chunk;
@@ -125,7 +133,7 @@ void pool_frames(const scalar_t* emb, const CosineLayout& layout, const std::vec
       }
     }
   });
-  at::parallel_for(0, layout.batch, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, layout.batch, grain(chunks * dim), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       acc_t* row = pooled + b * dim;
       const acc_t* first = partial.data() + b * chunks * dim;
@@ -152,7 +160,7 @@ void cosine_forward(
   bool center_clamped[kMaxCenters];
   center_norms(centers, layout.num_centers, layout.dim, inv_center_norm, center_clamped);
   const int64_t score_center = math::score_center(epilogue, params.bonafide_label, score_target);
-  at::parallel_for(0, layout.batch, 64, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, layout.batch, grain((layout.num_centers + 1) * layout.dim), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       acc_t cos[kMaxCenters] = {};
       bool clamped;
@@ -229,7 +237,7 @@ void cosine_backward(
   std::vector<acc_t> frame_grad(batch * dim);
   std::vector<acc_t> alpha(batch * kMaxCenters);
   std::vector<acc_t> g_cos(batch * kMaxCenters);
-  at::parallel_for(0, batch, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch, grain((num_centers + 2) * dim), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const acc_t* x = pooled + b * dim;
       acc_t cos[kMaxCenters] = {};
@@ -259,7 +267,7 @@ void cosine_backward(
   const int64_t frames = layout.frames;
   const int64_t chunk = frames_per_chunk(dim);
   const int64_t chunks = (frames + chunk - 1) / chunk;
-  at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * chunks, grain(std::min(chunk, frames) * dim), [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks;
       const int64_t t0 = (item % chunks) * chunk;
