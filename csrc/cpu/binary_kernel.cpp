@@ -11,6 +11,7 @@
 
 #include "../common.h"
 #include "../math.h"
+#include "grain.h"
 
 namespace spoofloss {
 namespace {
@@ -38,8 +39,7 @@ at::Tensor binary_cross_entropy_cpu(const at::Tensor& pred, const at::Tensor& la
     const int64_t chunks = (n + kBinaryChunk - 1) / kBinaryChunk;
     std::vector<acc_t> partial(reduce ? chunks : 0);
     acc_t* per_element = reduce ? nullptr : args.loss.mutable_data_ptr<acc_t>();
-    // Fewer than GRAIN_SIZE elements run inline (no OpenMP region).
-    at::parallel_for(0, chunks, std::max<int64_t>(1, at::internal::GRAIN_SIZE / kBinaryChunk), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, chunks, grain(kBinaryChunk), [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         acc_t sum = 0;
         const int64_t stop = std::min(n, (c + 1) * kBinaryChunk);
@@ -75,7 +75,7 @@ at::Tensor binary_cross_entropy_backward_cpu(
     const acc_t* upstream = args.grad_loss.const_data_ptr<acc_t>();
     const auto kind = static_cast<Reduction>(reduction);
     scalar_t* out = args.grad_pred.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, n, at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, n, kParallelGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const acc_t weight = math::reduction_weight(kind, upstream, i, n);
         const acc_t grad = math::bce_with_logits_grad(static_cast<acc_t>(logits[i]), checked_target<acc_t>(args.layout, i));

@@ -20,6 +20,7 @@
 
 #include "../common.h"
 #include "../math.h"
+#include "grain.h"
 
 namespace spoofloss {
 namespace {
@@ -30,13 +31,6 @@ constexpr int64_t kChunkElements = 16384;
 
 int64_t frames_per_chunk(int64_t dim) {
   return std::max<int64_t>(1, kChunkElements / dim);
-}
-
-// How many work items of `elements_per_item` elements each a thread should take
-// at least: below at::internal::GRAIN_SIZE elements in all, parallel_for runs
-// inline and opens no OpenMP region (which costs more than a small loss).
-int64_t grain(int64_t elements_per_item) {
-  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, elements_per_item));
 }
 
 // Frame counts of every utterance, checked: [1, T] or a clear error.
