@@ -1,7 +1,9 @@
 // The Python module spoofloss._C. Importing it runs the static TORCH_LIBRARY
 // registrations in the other translation units; the one plain Python binding
-// is the build information, which the package checks at import time.
-#include <torch/extension.h>
+// is the build information, which the package checks at import time. Plain
+// pybind11, not <torch/extension.h>: this file needs no tensor types, and the
+// torch header quadruples its compile time.
+#include <pybind11/pybind11.h>
 
 #ifndef SPOOFLOSS_TORCH_VERSION
 #define SPOOFLOSS_TORCH_VERSION "unknown"

@@ -1,0 +1,243 @@
+"""Build logic for spoofloss' compiled library ``spoofloss._C``.
+
+All package metadata lives in pyproject.toml; this file only decides how the
+C++/CUDA extension is built.
+
+Environment variables understood here:
+
+* ``SPOOFLOSS_CPU_ONLY=1``  build without CUDA even when a toolkit is present.
+* ``FORCE_CUDA=1``          build the CUDA kernels; fail if that is impossible.
+* ``CUDA_HOME`` / ``CUDA_PATH``  CUDA toolkit root (otherwise found from nvcc).
+* ``TORCH_CUDA_ARCH_LIST``  GPU architectures (default "8.0;9.0"; nothing is
+  detected from the machine, which may have no GPU).
+* ``NVCC_THREADS``          nvcc ``--threads`` (default 2: the arches of one
+  file compile in parallel).
+* ``MAX_JOBS``              parallel compile jobs (read by torch's ninja build).
+
+Install with ``pip install --no-build-isolation -e .`` (or without ``-e``).
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from setuptools import setup
+
+import torch
+import torch.utils.cpp_extension as cpp_ext
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCH_LIST = "8.0;9.0"
+TRUE_VALUES = ("1", "true", "yes", "on")
+
+
+def log(msg):
+    print(f"[spoofloss setup] {msg}", file=sys.stderr, flush=True)
+
+
+def env_flag(name):
+    return os.environ.get(name, "").strip().lower() in TRUE_VALUES
+
+
+def rel_sources(pattern):
+    """Sorted source files matching ``pattern``, relative to the project root."""
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def has_nvcc(root):
+    return os.path.isfile(os.path.join(root, "bin", "nvcc"))
+
+
+def find_cuda_toolkit():
+    """Return (root, how_found) of the CUDA toolkit, or (None, why_not)."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        value = os.environ.get(var)
+        if value:
+            if has_nvcc(value):
+                return os.path.realpath(value), f"${var}"
+            log(f"warning: ${var}={value} has no bin/nvcc; ignoring it")
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        # nvcc on PATH may be a wrapper script (so dirname(dirname(nvcc)) is not
+        # the toolkit); ask nvcc itself where its toolkit lies.
+        try:
+            proc = subprocess.run(
+                [nvcc, "-dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                capture_output=True, text=True, timeout=120,
+            )
+            match = re.search(r"^#\$ TOP=(.+)$", proc.stderr + proc.stdout, re.MULTILINE)
+        except (OSError, subprocess.SubprocessError):
+            match = None
+        if match:
+            top = os.path.realpath(match.group(1).strip())
+            if has_nvcc(top):
+                return top, f"nvcc on PATH ({nvcc}, toolkit reported by nvcc -dryrun)"
+        guess = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+        if has_nvcc(guess):
+            return guess, f"nvcc on PATH ({nvcc})"
+    if has_nvcc("/usr/local/cuda"):
+        return os.path.realpath("/usr/local/cuda"), "/usr/local/cuda"
+    return None, "no nvcc on PATH, no CUDA_HOME/CUDA_PATH, no /usr/local/cuda"
+
+
+def decide_cuda():
+    """Decide once whether to build the CUDA kernels. Returns (use_cuda, reason, root)."""
+    cpu_only, force_cuda = env_flag("SPOOFLOSS_CPU_ONLY"), env_flag("FORCE_CUDA")
+    if cpu_only and force_cuda:
+        raise RuntimeError("SPOOFLOSS_CPU_ONLY=1 and FORCE_CUDA=1 contradict each other; set only one")
+    if cpu_only:
+        return False, "SPOOFLOSS_CPU_ONLY=1", None
+    root, how = find_cuda_toolkit()
+    if force_cuda:
+        if torch.version.cuda is None:
+            raise RuntimeError(
+                f"FORCE_CUDA=1 but the installed torch {torch.__version__} is not a CUDA build")
+        if root is None:
+            raise RuntimeError(f"FORCE_CUDA=1 but no CUDA toolkit was found ({how})")
+        return True, f"FORCE_CUDA=1 (toolkit from {how})", root
+    if torch.version.cuda is None:
+        return False, f"torch {torch.__version__} is not a CUDA build", None
+    if root is None:
+        return False, f"torch is a CUDA build but no CUDA toolkit was found ({how})", None
+    return True, f"torch is a CUDA {torch.version.cuda} build and a toolkit was found ({how})", root
+
+
+# Headers that torch's CUDA headers (ATen/cuda/CUDAContext.h ...) include. Recent
+# pip-installed torch wheels ship them in site-packages/nvidia/*/include rather than
+# relying on the toolkit.
+CUDA_LIBRARY_HEADERS = ("cublas_v2.h", "cublasLt.h", "cusparse.h", "cusolverDn.h", "curand.h", "cufft.h")
+
+
+def find_nvidia_include_dirs(cuda_root):
+    """Include folders of the pip ``nvidia`` packages holding headers the toolkit lacks."""
+    toolkit_inc = os.path.join(cuda_root, "include")
+    missing = [h for h in CUDA_LIBRARY_HEADERS if not os.path.isfile(os.path.join(toolkit_inc, h))]
+    if not missing:
+        return []
+    try:
+        import nvidia  # namespace package installed with CUDA builds of torch
+        bases = list(nvidia.__path__)
+    except ImportError:
+        return []
+    candidates = []
+    for base in bases:
+        candidates += sorted(glob.glob(os.path.join(base, "*", "include")))
+    dirs = []
+    for header in missing:
+        for cand in candidates:
+            if os.path.isfile(os.path.join(cand, header)):
+                if cand not in dirs:
+                    dirs.append(cand)
+                break
+    return dirs
+
+
+def cxx_standard():
+    """torch >= 2.10's headers require C++20 (ATen.h errors out otherwise); older ones C++17."""
+    for inc in cpp_ext.include_paths():
+        aten = os.path.join(inc, "ATen", "ATen.h")
+        if os.path.isfile(aten):
+            with open(aten, encoding="utf-8", errors="replace") as f:
+                if "202002L" in f.read():
+                    return "c++20"
+            break
+    return "c++17"
+
+
+def normalized_arch_list():
+    archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
+    if not archs:
+        archs = DEFAULT_ARCH_LIST
+    # torch accepts ';' or ' ' separators; keep the user's entries, normalized to ';'.
+    return ";".join(a for a in re.split(r"[;\s]+", archs) if a)
+
+
+def make_extension():
+    use_cuda, reason, cuda_root = decide_cuda()
+    std = cxx_standard()
+    torch_version = torch.__version__
+
+    sources = rel_sources("csrc/*.cpp") + rel_sources("csrc/cpu/*.cpp")
+    # csrc/ is deliberately NOT an include dir: it holds math.h, which would
+    # shadow the C library's <math.h>. Sources include their headers by
+    # relative path ("../common.h").
+    include_dirs = []
+    # -g0 cancels the -g that Python's own CFLAGS bring: it halves compile time and
+    # shrinks the library several-fold.
+    cxx_flags = ["-O3", "-g0", f"-std={std}", "-fopenmp"]
+    nvcc_flags = []
+    macros = [("SPOOFLOSS_TORCH_VERSION", f'"{torch_version}"')]
+
+    if use_cuda:
+        archs = normalized_arch_list()
+        os.environ["TORCH_CUDA_ARCH_LIST"] = archs  # read by torch when it compiles .cu files
+        os.environ["CUDA_HOME"] = cuda_root
+        cpp_ext.CUDA_HOME = cuda_root  # computed at import time from a possibly wrong guess
+        # csrc/cuda/*.cpp (optional): host-side CUDA code compiled by the C++ compiler, so
+        # that the .cu files can stay lean (nvcc compiles every header once per arch).
+        sources += rel_sources("csrc/cuda/*.cpp") + rel_sources("csrc/cuda/*.cu")
+        extra_inc = find_nvidia_include_dirs(cuda_root)
+        # Keep the toolkit's own include folder ahead of the pip nvidia folders
+        # (which also carry cuda_runtime headers of a possibly different version).
+        try:
+            torch_cuda_includes = cpp_ext.include_paths(device_type="cuda")
+        except TypeError:  # torch < 2.6: include_paths(cuda=True)
+            torch_cuda_includes = cpp_ext.include_paths(cuda=True)
+        include_dirs += torch_cuda_includes + extra_inc
+        threads = os.environ.get("NVCC_THREADS", "2").strip() or "2"
+        nvcc_flags = ["-O3", f"-std={std}", "--threads", threads, "-Xcompiler", "-fopenmp"]
+        macros += [("WITH_CUDA", None), ("SPOOFLOSS_CUDA_ARCHS", f'"{archs}"')]
+        log(f"building WITH CUDA: {reason}")
+        log(f"CUDA toolkit root: {cuda_root}")
+        log(f"TORCH_CUDA_ARCH_LIST: {archs}")
+        log(f"extra CUDA include dirs: {', '.join(extra_inc) if extra_inc else '(none needed)'}")
+        log(f"nvcc --threads {threads}")
+    else:
+        macros += [("SPOOFLOSS_CUDA_ARCHS", '""')]
+        log(f"building CPU ONLY: {reason}")
+    log(f"torch {torch_version}, -std={std}, {len(sources)} source files, "
+        f"MAX_JOBS={os.environ.get('MAX_JOBS', '(all cores)')}")
+
+    if not sources:
+        raise RuntimeError(f"no sources found under {os.path.join(ROOT, 'csrc')}")
+
+    # define_macros reach both the host compiler and nvcc.
+    kwargs = dict(
+        name="spoofloss._C",
+        sources=sources,
+        include_dirs=include_dirs,
+        define_macros=macros,
+        extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags} if use_cuda else {"cxx": cxx_flags},
+        extra_link_args=["-fopenmp"],
+    )
+    ext = cpp_ext.CUDAExtension(**kwargs) if use_cuda else cpp_ext.CppExtension(**kwargs)
+    return ext, use_cuda
+
+
+class BuildExtension(cpp_ext.BuildExtension):
+    """torch's BuildExtension, with object files kept in a fixed folder under build/.
+
+    setuptools' editable install (pip install -e) compiles in a fresh temporary
+    folder each time, so every rebuild would start from scratch; a fixed folder lets
+    ninja recompile only what changed. CUDA and CPU-only builds use separate folders.
+    """
+
+    def finalize_options(self):
+        super().finalize_options()
+        # Always hand the sources to ninja, which knows about header changes;
+        # setuptools alone would skip the build when the .so is newer than the .cpp/.cu.
+        self.force = True
+        tag = "cuda" if USE_CUDA else "cpu"
+        self.build_temp = os.path.join(
+            ROOT, "build", f"temp-{tag}-py{sys.version_info[0]}{sys.version_info[1]}")
+
+
+EXTENSION, USE_CUDA = make_extension()
+
+setup(
+    ext_modules=[EXTENSION],
+    cmdclass={"build_ext": BuildExtension},
+)
