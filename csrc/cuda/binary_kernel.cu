@@ -43,16 +43,6 @@ __global__ void __launch_bounds__(kThreads) bce_forward_kernel(
   }
 }
 
-template <typename acc_t>
-__global__ void __launch_bounds__(kThreads) sum_partials_kernel(
-    const acc_t* __restrict__ partial, int64_t count, acc_t divisor, acc_t* __restrict__ loss) {
-  __shared__ acc_t shared[kThreads / kWarp];
-  acc_t total[1] = {acc_t(0)};
-  for (int64_t i = threadIdx.x; i < count; i += kThreads) total[0] += partial[i];
-  block_sum(total, shared);
-  if (threadIdx.x == 0) *loss = total[0] / divisor;
-}
-
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) bce_backward_kernel(
     const acc_t* __restrict__ grad_loss, const scalar_t* __restrict__ pred, const BinaryLayout layout,
@@ -76,7 +66,7 @@ void launch_bce_forward(
   bce_forward_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(pred, layout, per_element, partial);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (partial != nullptr) {
-    sum_partials_kernel<acc_t><<<1, kThreads, 0, stream>>>(partial, blocks, divisor, loss);
+    sum_kernel<acc_t><<<1, kThreads, 0, stream>>>(partial, blocks, divisor, loss);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }

@@ -7,7 +7,7 @@
 //      the time axis is split across blocks.
 //   2. cosine_epilogue: one block per utterance adds its partial rows in
 //      order, writes pooled [B, D] and runs the epilogue from math.h.
-//   3. reduce_loss: one block sums the per-utterance losses (mean / sum).
+//   3. sum_kernel: one block sums the per-utterance losses (mean / sum).
 // Backward, three launches:
 //   1. backward_coefficients: one block per utterance recomputes the cosines
 //      from pooled and writes the gradient row every valid frame receives.
@@ -115,6 +115,21 @@ struct RowSums {
   __device__ acc_t& sum_sq() { return v[0]; }
   __device__ acc_t& dot(int k) { return v[1 + k]; }
   __device__ acc_t& center_sq(int k) { return v[1 + kMaxCenters + k]; }
+
+  __device__ void zero() {
+#pragma unroll
+    for (int i = 0; i < kCount; ++i) v[i] = acc_t(0);
+  }
+
+  // Adds feature d of the pooled row (x) and of the centres [C, D].
+  __device__ void add(acc_t x, const acc_t* centers, int64_t d, int64_t dim, int num_centers) {
+    sum_sq() += x * x;
+    for (int k = 0; k < num_centers; ++k) {
+      const acc_t ck = centers[k * dim + d];
+      dot(k) += x * ck;
+      center_sq(k) += ck * ck;
+    }
+  }
 };
 
 // Cosines from block-summed RowSums (thread 0 only).
@@ -147,20 +162,14 @@ __global__ void __launch_bounds__(kThreads) cosine_epilogue_kernel(
   const int64_t length = utterance_length(layout, b);
   const acc_t inv_length = length > 0 ? acc_t(1) / static_cast<acc_t>(length) : math::quiet_nan<acc_t>();
   RowSums<acc_t> sums;
-#pragma unroll
-  for (int i = 0; i < RowSums<acc_t>::kCount; ++i) sums.v[i] = acc_t(0);
+  sums.zero();
   for (int64_t d = threadIdx.x; d < dim; d += kThreads) {
     const acc_t* column = partial + b * chunks * dim + d;
     acc_t x = column[0];
     for (int64_t c = 1; c < chunks; ++c) x += column[c * dim];
     x *= inv_length;
     pooled[b * dim + d] = x;
-    sums.sum_sq() += x * x;
-    for (int k = 0; k < num_centers; ++k) {
-      const acc_t ck = centers[k * dim + d];
-      sums.dot(k) += x * ck;
-      sums.center_sq(k) += ck * ck;
-    }
+    sums.add(x, centers, d, dim, num_centers);
   }
   block_sum(sums.v, shared);
   if (threadIdx.x == 0) {
@@ -176,17 +185,6 @@ __global__ void __launch_bounds__(kThreads) cosine_epilogue_kernel(
   }
 }
 
-// loss = sum (or mean) of values [n], by one block in a fixed order.
-template <typename acc_t>
-__global__ void __launch_bounds__(kThreads) reduce_loss_kernel(
-    const acc_t* __restrict__ values, int64_t n, bool mean, acc_t* __restrict__ loss) {
-  __shared__ acc_t shared[kThreads / kWarp];
-  acc_t total[1] = {acc_t(0)};
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) total[0] += values[i];
-  block_sum(total, shared);
-  if (threadIdx.x == 0) *loss = mean ? total[0] / static_cast<acc_t>(n) : total[0];
-}
-
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) backward_coefficients_kernel(
     const acc_t* __restrict__ grad_loss, const acc_t* __restrict__ pooled, const acc_t* __restrict__ centers,
@@ -199,17 +197,8 @@ __global__ void __launch_bounds__(kThreads) backward_coefficients_kernel(
   const int num_centers = static_cast<int>(layout.num_centers);
   const acc_t* x = pooled + b * dim;
   RowSums<acc_t> sums;
-#pragma unroll
-  for (int i = 0; i < RowSums<acc_t>::kCount; ++i) sums.v[i] = acc_t(0);
-  for (int64_t d = threadIdx.x; d < dim; d += kThreads) {
-    const acc_t xd = x[d];
-    sums.sum_sq() += xd * xd;
-    for (int k = 0; k < num_centers; ++k) {
-      const acc_t ck = centers[k * dim + d];
-      sums.dot(k) += xd * ck;
-      sums.center_sq(k) += ck * ck;
-    }
-  }
+  sums.zero();
+  for (int64_t d = threadIdx.x; d < dim; d += kThreads) sums.add(x[d], centers, d, dim, num_centers);
   block_sum(sums.v, shared);
   if (threadIdx.x == 0) {
     acc_t cos[kMaxCenters], inv_center_norm[kMaxCenters];
@@ -326,7 +315,7 @@ void launch_cosine_forward(
 
 template <typename acc_t>
 void launch_reduce_loss(const acc_t* values, int64_t n, bool mean, acc_t* loss, cudaStream_t stream) {
-  reduce_loss_kernel<acc_t><<<1, kThreads, 0, stream>>>(values, n, mean, loss);
+  sum_kernel<acc_t><<<1, kThreads, 0, stream>>>(values, n, mean ? static_cast<acc_t>(n) : acc_t(1), loss);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -43,6 +43,18 @@ __device__ inline void block_sum(T (&values)[N], T* shared) {
   __syncthreads();  // `shared` may be reused by the caller
 }
 
+// *out = (sum of values [n]) / divisor, by one block in a fixed order: the
+// last step of every reduced loss.
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads) sum_kernel(
+    const acc_t* __restrict__ values, int64_t n, acc_t divisor, acc_t* __restrict__ out) {
+  __shared__ acc_t shared[kThreads / kWarp];
+  acc_t total[1] = {acc_t(0)};
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) total[0] += values[i];
+  block_sum(total, shared);
+  if (threadIdx.x == 0) *out = total[0] / divisor;
+}
+
 // VEC consecutive elements moved as one 16-byte (or smaller) access.
 template <typename T, int VEC>
 struct alignas(sizeof(T) * VEC) Packed {
