@@ -5,6 +5,8 @@
 // torch header quadruples its compile time.
 #include <pybind11/pybind11.h>
 
+#include "cpu/row_loops.h"
+
 #ifndef SPOOFLOSS_TORCH_VERSION
 #define SPOOFLOSS_TORCH_VERSION "unknown"
 #endif
@@ -24,6 +26,7 @@ PYBIND11_MODULE(_C, m) {
     info["with_cuda"] = false;
     info["cuda_archs"] = "";
 #endif
+    info["cpu_row_loops"] = spoofloss::cpu::row_loops().isa;
     return info;
   });
 }

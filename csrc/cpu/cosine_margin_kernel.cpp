@@ -15,12 +15,17 @@
 #include <c10/util/irange.h>
 #include <torch/library.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <type_traits>
 #include <vector>
 
 #include "../common.h"
 #include "../math.h"
 #include "grain.h"
+#include "row_loops.h"
 
 namespace spoofloss {
 namespace {
@@ -61,9 +66,14 @@ std::vector<int64_t> read_targets(const CosineLayout& layout, int64_t score_targ
 
 // acc[d] += sum over frames [t0, t1) of row_t[d]. Four frames per pass, so the
 // accumulator row is loaded and stored a quarter as often; the inner loops
-// have no dependence across d and vectorise.
+// have no dependence across d and vectorise. float32 goes through RowLoops
+// (the same loop, also built for AVX2).
 template <typename scalar_t, typename acc_t>
 void add_frames(const scalar_t* first, int64_t stride_time, int64_t t0, int64_t t1, int64_t dim, acc_t* __restrict acc) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    cpu::row_loops().add_rows(first + t0 * stride_time, stride_time, t1 - t0, dim, acc);
+    return;
+  }
   int64_t t = t0;
   for (; t + 4 <= t1; t += 4) {
     const scalar_t* __restrict r0 = first + t * stride_time;
@@ -79,6 +89,40 @@ void add_frames(const scalar_t* first, int64_t stride_time, int64_t t0, int64_t 
     const scalar_t* __restrict r = first + t * stride_time;
     for (int64_t d = 0; d < dim; ++d) acc[d] += static_cast<acc_t>(r[d]);
   }
+}
+
+// Writes `row` [D] to frames [t0, t1) of one utterance's gradient (contiguous).
+template <typename scalar_t, typename acc_t>
+void write_frames(const acc_t* row, int64_t t0, int64_t t1, int64_t dim, bool streaming, scalar_t* utterance_grad) {
+  if (t0 >= t1) return;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    cpu::row_loops().fill_rows(row, t1 - t0, dim, utterance_grad + t0 * dim, streaming);
+    return;
+  }
+  for (int64_t t = t0; t < t1; ++t) {
+    scalar_t* __restrict out = utterance_grad + t * dim;
+    for (int64_t d = 0; d < dim; ++d) out[d] = static_cast<scalar_t>(row[d]);
+  }
+}
+
+// Whether a gradient of this many bytes is better written around the cache
+// (streaming stores skip reading each line before writing it, but leave
+// nothing in the cache for the encoder's backward that reads the gradient
+// next). Measured on a 2-core AMD EPYC VM (benchmarks/NOTES.md): slower at
+// 3 MB, 1.3-2x faster from 13 MB. The threshold is 8 MiB, or the last-level
+// cache the C library reports if that is smaller; SPOOFLOSS_STREAM_MIN_BYTES
+// overrides it (read once).
+bool stream_gradient(int64_t bytes) {
+  static const int64_t threshold = [] {
+    if (const char* env = std::getenv("SPOOFLOSS_STREAM_MIN_BYTES")) return static_cast<int64_t>(std::atoll(env));
+    int64_t bound = int64_t(8) << 20;
+#ifdef _SC_LEVEL3_CACHE_SIZE  // glibc
+    const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (l3 > 0) bound = std::min<int64_t>(bound, l3);
+#endif
+    return bound;
+  }();
+  return bytes > threshold;
 }
 
 // Inverse norms of the centres [C, D], and whether each was clamped.
@@ -261,21 +305,18 @@ void cosine_backward(
   const int64_t frames = layout.frames;
   const int64_t chunk = frames_per_chunk(dim);
   const int64_t chunks = (frames + chunk - 1) / chunk;
+  const bool streaming = stream_gradient(batch * frames * dim * static_cast<int64_t>(sizeof(scalar_t)));
   at::parallel_for(0, batch * chunks, grain(std::min(chunk, frames) * dim), [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks;
       const int64_t t0 = (item % chunks) * chunk;
       const int64_t t1 = std::min(t0 + chunk, frames);
-      const acc_t* row = frame_grad.data() + b * dim;
-      for (int64_t t = t0; t < t1; ++t) {
-        scalar_t* __restrict out = grad_emb + (b * frames + t) * dim;
-        if (t < lengths[b]) {
-          for (int64_t d = 0; d < dim; ++d) out[d] = static_cast<scalar_t>(row[d]);
-        } else {
-          std::fill(out, out + dim, scalar_t(0));
-        }
-      }
+      const int64_t valid_end = std::clamp(lengths[b], t0, t1);
+      scalar_t* utterance_grad = grad_emb + b * frames * dim;
+      write_frames(frame_grad.data() + b * dim, t0, valid_end, dim, streaming, utterance_grad);
+      std::fill(utterance_grad + valid_end * dim, utterance_grad + t1 * dim, scalar_t(0));
     }
+    if (streaming) cpu::row_loops().store_fence();  // by the thread that made the stores
   });
 
   // grad_centers [C, D]: sum over b in index order (deterministic) of

@@ -1,0 +1,33 @@
+// The two loops that touch every element of emb or its gradient, for float32
+// rows, compiled once per instruction set and picked at run time.
+//
+// Why: the extension is built without -march flags, so that the library runs
+// on any x86-64; left to itself the compiler then vectorises with SSE2 only.
+// These loops are what the kernels' time goes to once emb is large, so they
+// get an AVX2 build beside the baseline one, chosen once from what the CPU
+// reports. Both builds add in the same order, so results are bitwise the same.
+#pragma once
+
+#include <cstdint>
+
+namespace spoofloss {
+namespace cpu {
+
+struct RowLoops {
+  // acc[d] += sum over t in [0, rows) of first[t * stride + d], d in [0, dim).
+  void (*add_rows)(const float* first, int64_t stride, int64_t rows, int64_t dim, float* acc);
+  // out[t * dim + d] = row[d] for t in [0, rows): out is contiguous [rows, dim].
+  // `streaming` asks for stores that bypass the cache (when out is far larger
+  // than the cache, they save reading every line before writing it); a build
+  // may ignore the request.
+  void (*fill_rows)(const float* row, int64_t rows, int64_t dim, float* out, bool streaming);
+  // Orders streaming stores before what follows (no-op where none were made).
+  void (*store_fence)();
+  const char* isa;  // "avx2" or "baseline"
+};
+
+// The fastest build this CPU supports, chosen on first use.
+const RowLoops& row_loops();
+
+}  // namespace cpu
+}  // namespace spoofloss
