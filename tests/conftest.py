@@ -289,3 +289,112 @@ def f64(t: Optional[torch.Tensor], grad: bool = True) -> Optional[torch.Tensor]:
 
 def cpu(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if t is None else t.detach().cpu()
+
+
+# --------------------------------------------------------------------------- #
+# One loss step (forward, score, backward of each) against the float64
+# reference: shared by the torch.compile, autocast and CUDA-graph tests
+# --------------------------------------------------------------------------- #
+
+LOSS_KINDS = ("am", "oc", "binary")
+
+
+def make_loss_module(kind: str, enc_dim: int = 0, reduction: str = "mean", device="cpu"):
+    """A fused loss module with its default hyper-parameters and float32 centres."""
+    import spoofloss
+
+    if kind == "binary":
+        return spoofloss.BinaryLoss(reduction=reduction)
+    cls = spoofloss.AMSoftmaxLoss if kind == "am" else spoofloss.OCSoftmaxLoss
+    return cls(enc_dim=enc_dim, reduction=reduction).to(device)
+
+
+def centers_of(module) -> torch.Tensor:
+    """The centre parameter of a cosine-margin module (``centers`` or ``center``)."""
+    return module.centers if hasattr(module, "centers") else module.center
+
+
+def random_upstream(out: torch.Tensor) -> torch.Tensor:
+    """A random upstream gradient for ``out`` in [0.5, 1.5): never zero, never
+    all ones, so a backward that drops or misplaces it is seen."""
+    return (torch.rand(out.shape, dtype=torch.float64) + 0.5).to(device=out.device, dtype=out.dtype)
+
+
+def cosine_step_gradients(loss, score, emb, centers, up_loss, up_score) -> dict:
+    """The outputs of one cosine-margin step and the gradients of loss and score,
+    each on its own (so a mixed-up backward cannot hide in their sum)."""
+    loss_emb, loss_centres = torch.autograd.grad(loss, [emb, centers], up_loss, retain_graph=True)
+    score_emb, score_centres = torch.autograd.grad(score, [emb, centers], up_score)
+    return {"loss": loss, "score": score, "d loss / d emb": loss_emb, "d loss / d centres": loss_centres,
+            "d score / d emb": score_emb, "d score / d centres": score_centres}
+
+
+def reference_cosine_step(kind: str, label, emb, centers, lengths, reduction: str, up_loss, up_score,
+                          bonafide_label: int = 1) -> dict:
+    """float64 reference of ``cosine_step_gradients`` for a module with default
+    hyper-parameters, from the very values the fused code saw (low-precision
+    emb upcast exactly). Maps each name to (expected, atol scale): the loss's
+    terms are of size s = alpha = 20, a cosine's of size 1, and the gradients'
+    are natural_scales."""
+    from spoofloss import reference as R
+
+    e64, c64, lab, lens = f64(emb), f64(centers), cpu(label), cpu(lengths)
+    if kind == "am":
+        loss = R.am_softmax_loss(lab, e64, c64, lens, s=20.0, m=0.5, reduction=reduction)
+        score = R.am_softmax_score(e64, c64, lens, bonafide_label=bonafide_label)
+    else:
+        loss = R.oc_softmax_loss(lab, e64, c64, lens, bonafide_label=bonafide_label, reduction=reduction)
+        score = R.oc_softmax_score(e64, c64, lens)
+    loss_emb, loss_centres = torch.autograd.grad(loss, [e64, c64], cpu(up_loss).double())
+    score_emb, score_centres = torch.autograd.grad(score, [e64, c64], cpu(up_score).double())
+    cos = R._cosines(e64.detach(), c64.detach(), lens)
+    loss_scales = natural_scales(dloss_dcos(kind, cos, lab, cpu(up_loss), reduction, bonafide_label), e64, c64, lens)
+    center_index = bonafide_label if kind == "am" else 0
+    score_scales = natural_scales(dloss_dcos("score", cos, center_index, cpu(up_score), "none"), e64, c64, lens)
+    return {
+        "loss": (loss, max(20.0, loss.detach().abs().max().item())),
+        "score": (score, 1.0),
+        "d loss / d emb": (loss_emb, loss_scales[0]),
+        "d loss / d centres": (loss_centres, loss_scales[1]),
+        "d score / d emb": (score_emb, score_scales[0]),
+        "d score / d centres": (score_centres, score_scales[1]),
+    }
+
+
+def reference_binary_step(pred, label, reduction: str, up_loss, bonafide_label: int = 1) -> dict:
+    """float64 reference of the binary loss and d loss / d pred (as
+    ``reference_cosine_step``). The loss's terms are of the size of the logits;
+    the gradient is (sigmoid(x) - t) times the upstream gradient (divided by N
+    for the mean), terms of size |upstream| (/ N) that cancel."""
+    from spoofloss import reference as R
+
+    p64 = f64(pred)
+    loss = R.binary_loss(p64, cpu(label), bonafide_label=bonafide_label, reduction=reduction)
+    (grad,) = torch.autograd.grad(loss, [p64], cpu(up_loss).double())
+    up = cpu(up_loss).double().abs()
+    grad_scale = up.max().item() / (pred.numel() if reduction == "mean" else 1)
+    return {
+        "loss": (loss, max(p64.detach().abs().max().item(), loss.detach().abs().max().item())),
+        "d loss / d pred": (grad, grad_scale),
+    }
+
+
+def assert_step_matches(got: dict, expected: dict, what: str = "") -> None:
+    """Every tensor of ``got`` against its float64 reference, with the
+    tolerance of its own dtype (see ``tolerances``)."""
+    assert set(got) == set(expected), f"{what}: {sorted(got)} != {sorted(expected)}"
+    for name, (value, scale) in expected.items():
+        assert_matches(got[name], value, what=f"{what} {name}".strip(), scale=scale)
+
+
+def assert_identical(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    """Bit-for-bit equality (dtype, shape and every element), with the first
+    differing elements in the message."""
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    a, e = actual.detach().cpu(), expected.detach().cpu()
+    if torch.equal(a, e):
+        return
+    bad = (a != e).nonzero()
+    lines = [f"  at {tuple(i)}: {a[tuple(i)].item()!r} != {e[tuple(i)].item()!r}" for i in bad[:5].tolist()]
+    raise AssertionError(f"{what}: {bad.shape[0]} of {e.numel()} elements differ:\n" + "\n".join(lines))
