@@ -64,6 +64,12 @@ at::Tensor binary_cross_entropy_backward_op(
   return op.call(grad_loss, pred, label, bonafide_label, reduction);
 }
 
+// Whether an autograd graph has to be recorded: without it (inference, scoring,
+// frozen inputs) the ops are called directly, skipping the Function's bookkeeping.
+bool records_graph(const at::Tensor& a, const at::Tensor& b) {
+  return at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());
+}
+
 OptionalTensor defined_or_none(const at::Tensor& t) {
   return t.defined() ? OptionalTensor(t) : c10::nullopt;
 }
@@ -97,15 +103,12 @@ class CosineMarginFunction : public torch::autograd::Function<CosineMarginFuncti
     }
     ctx->mark_non_differentiable({pooled});
     ctx->save_for_backward({pooled, centers, label.value_or(at::Tensor()), lengths.value_or(at::Tensor())});
+    // Three entries rather than one per argument: each is a string-keyed hash
+    // map insert, paid on every training step.
     ctx->saved_data["emb_sizes"] = emb.sym_sizes();
-    ctx->saved_data["emb_dtype"] = emb.scalar_type();
-    ctx->saved_data["centers_dtype"] = centers.scalar_type();
-    ctx->saved_data["epilogue"] = epilogue;
-    ctx->saved_data["scale"] = scale;
-    ctx->saved_data["margin_bonafide"] = margin_bonafide;
-    ctx->saved_data["margin_spoof"] = margin_spoof;
-    ctx->saved_data["target"] = target;
-    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["ints"] = std::vector<int64_t>{
+        static_cast<int64_t>(emb.scalar_type()), epilogue, target, reduction};
+    ctx->saved_data["margins"] = std::vector<double>{scale, margin_bonafide, margin_spoof};
     return outputs;
   }
 
@@ -119,12 +122,12 @@ class CosineMarginFunction : public torch::autograd::Function<CosineMarginFuncti
       return grads;
     }
     const auto emb_sizes = ctx->saved_data["emb_sizes"].toSymIntVector();
+    const auto ints = ctx->saved_data["ints"].toIntVector();
+    const auto margins = ctx->saved_data["margins"].toDoubleVector();
     auto [grad_emb, grad_centers] = cosine_margin_loss_backward_op(
         grad_loss, pooled, centers, defined_or_none(saved[2]), defined_or_none(saved[3]), emb_sizes,
-        ctx->saved_data["emb_dtype"].toScalarType(), ctx->saved_data["epilogue"].toInt(),
-        ctx->saved_data["scale"].toDouble(), ctx->saved_data["margin_bonafide"].toDouble(),
-        ctx->saved_data["margin_spoof"].toDouble(), ctx->saved_data["target"].toInt(),
-        ctx->saved_data["reduction"].toInt());
+        static_cast<c10::ScalarType>(ints[0]), /*epilogue=*/ints[1], margins[0], margins[1], margins[2],
+        /*target=*/ints[2], /*reduction=*/ints[3]);
     grads[0] = grad_emb;
     grads[1] = grad_centers;
     return grads;
@@ -162,6 +165,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_margin_loss_autograd(
     const at::Tensor& emb, const at::Tensor& centers, const at::Tensor& label, const OptionalTensor& lengths,
     int64_t epilogue, double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label,
     int64_t reduction) {
+  if (!records_graph(emb, centers)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return cosine_margin_loss_op(
+        emb, centers, label, lengths, epilogue, scale, margin_bonafide, margin_spoof, bonafide_label, reduction);
+  }
   auto out = CosineMarginFunction::apply(
       emb, centers, OptionalTensor(label), lengths, epilogue, scale, margin_bonafide, margin_spoof, bonafide_label,
       reduction);
@@ -170,6 +178,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_margin_loss_autograd(
 
 std::tuple<at::Tensor, at::Tensor> cosine_score_autograd(
     const at::Tensor& emb, const at::Tensor& centers, const OptionalTensor& lengths, int64_t center_index) {
+  if (!records_graph(emb, centers)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return cosine_score_op(emb, centers, lengths, center_index);
+  }
   auto out = CosineMarginFunction::apply(
       emb, centers, OptionalTensor(), lengths, static_cast<int64_t>(Epilogue::kCosine), 1.0, 0.0, 0.0, center_index,
       static_cast<int64_t>(Reduction::kNone));
@@ -178,6 +190,10 @@ std::tuple<at::Tensor, at::Tensor> cosine_score_autograd(
 
 at::Tensor binary_cross_entropy_autograd(
     const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
+  if (!records_graph(pred, label)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return binary_cross_entropy_op(pred, label, bonafide_label, reduction);
+  }
   return BinaryCrossEntropyFunction::apply(pred, label, bonafide_label, reduction)[0];
 }
 
