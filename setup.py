@@ -217,13 +217,39 @@ def make_extension():
     return ext, use_cuda
 
 
+# Written beside the library at build time: the torch it was built against, for
+# spoofloss/__init__.py to name when the library fails to load (build_info() is
+# then out of reach). Keep the name in sync with __init__.py.
+TORCH_VERSION_STAMP = "_C.torch_version"
+
+
 class BuildExtension(cpp_ext.BuildExtension):
-    """torch's BuildExtension, with object files kept in a fixed folder under build/.
+    """torch's BuildExtension, with object files kept in a fixed folder under build/,
+    and the torch version stamp written beside the library.
 
     setuptools' editable install (pip install -e) compiles in a fresh temporary
     folder each time, so every rebuild would start from scratch; a fixed folder lets
     ninja recompile only what changed. CUDA and CPU-only builds use separate folders.
     """
+
+    def build_extension(self, ext):
+        super().build_extension(ext)
+        with open(self._stamp_path(self.get_ext_fullpath(ext.name)), "w", encoding="utf-8") as f:
+            f.write(torch.__version__ + "\n")
+
+    def copy_extensions_to_source(self):
+        # editable installs build into build/ and copy the library into the source
+        # package; the stamp goes with it
+        super().copy_extensions_to_source()
+        build_py = self.get_finalized_command("build_py")
+        for ext in self.extensions:
+            inplace_file, regular_file = self._get_inplace_equivalent(build_py, ext)
+            if os.path.exists(self._stamp_path(regular_file)):
+                self.copy_file(self._stamp_path(regular_file), self._stamp_path(inplace_file), level=self.verbose)
+
+    @staticmethod
+    def _stamp_path(library_path):
+        return os.path.join(os.path.dirname(library_path), TORCH_VERSION_STAMP)
 
     def finalize_options(self):
         super().finalize_options()
