@@ -1,7 +1,9 @@
 """Build logic for spoofloss' compiled library ``spoofloss._C``.
 
-All package metadata lives in pyproject.toml; this file only decides how the
-C++/CUDA extension is built.
+Package metadata lives in pyproject.toml; this file decides how the C++/CUDA
+extension is built, and the one piece of metadata that depends on the build:
+the torch requirement. The library links against the C++ ABI of the torch it
+was compiled with, so a built package requires exactly that torch release.
 
 Environment variables understood here:
 
@@ -155,7 +157,12 @@ def normalized_arch_list():
     return ";".join(a for a in re.split(r"[;\s]+", archs) if a)
 
 
+MIN_TORCH = "2.4"  # torch.library.register_fake, which python/spoofloss/ops.py uses
+
+
 def make_extension():
+    if torch.__version__ < MIN_TORCH:
+        raise RuntimeError(f"spoofloss needs torch >= {MIN_TORCH}; the installed torch is {torch.__version__}")
     use_cuda, reason, cuda_root = decide_cuda()
     std = cxx_standard()
     torch_version = torch.__version__
@@ -265,5 +272,8 @@ EXTENSION, USE_CUDA = make_extension()
 
 setup(
     ext_modules=[EXTENSION],
+    # pyproject.toml declares dependencies dynamic for this; ==X.Y.Z also accepts
+    # the local builds of that release (+cpu, +cu130)
+    install_requires=[f"torch=={torch.__version__.split('+')[0]}"],
     cmdclass={"build_ext": BuildExtension},
 )
