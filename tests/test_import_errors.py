@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.machinery
 import json
-import os
 import pathlib
 import shutil
 import subprocess
