@@ -1,7 +1,9 @@
 """Build logic for spoofloss' compiled library ``spoofloss._C``.
 
-All package metadata lives in pyproject.toml; this file only decides how the
-C++/CUDA extension is built.
+Package metadata lives in pyproject.toml; this file decides how the C++/CUDA
+extension is built, and the one piece of metadata that depends on the build:
+the torch requirement. The library links against the C++ ABI of the torch it
+was compiled with, so a built package requires exactly that torch release.
 
 Environment variables understood here:
 
@@ -155,7 +157,12 @@ def normalized_arch_list():
     return ";".join(a for a in re.split(r"[;\s]+", archs) if a)
 
 
+MIN_TORCH = "2.4"  # torch.library.register_fake, which python/spoofloss/ops.py uses
+
+
 def make_extension():
+    if torch.__version__ < MIN_TORCH:
+        raise RuntimeError(f"spoofloss needs torch >= {MIN_TORCH}; the installed torch is {torch.__version__}")
     use_cuda, reason, cuda_root = decide_cuda()
     std = cxx_standard()
     torch_version = torch.__version__
@@ -217,13 +224,39 @@ def make_extension():
     return ext, use_cuda
 
 
+# Written beside the library at build time: the torch it was built against, for
+# spoofloss/__init__.py to name when the library fails to load (build_info() is
+# then out of reach). Keep the name in sync with __init__.py.
+TORCH_VERSION_STAMP = "_C.torch_version"
+
+
 class BuildExtension(cpp_ext.BuildExtension):
-    """torch's BuildExtension, with object files kept in a fixed folder under build/.
+    """torch's BuildExtension, with object files kept in a fixed folder under build/,
+    and the torch version stamp written beside the library.
 
     setuptools' editable install (pip install -e) compiles in a fresh temporary
     folder each time, so every rebuild would start from scratch; a fixed folder lets
     ninja recompile only what changed. CUDA and CPU-only builds use separate folders.
     """
+
+    def build_extension(self, ext):
+        super().build_extension(ext)
+        with open(self._stamp_path(self.get_ext_fullpath(ext.name)), "w", encoding="utf-8") as f:
+            f.write(torch.__version__ + "\n")
+
+    def copy_extensions_to_source(self):
+        # editable installs build into build/ and copy the library into the source
+        # package; the stamp goes with it
+        super().copy_extensions_to_source()
+        build_py = self.get_finalized_command("build_py")
+        for ext in self.extensions:
+            inplace_file, regular_file = self._get_inplace_equivalent(build_py, ext)
+            if os.path.exists(self._stamp_path(regular_file)):
+                self.copy_file(self._stamp_path(regular_file), self._stamp_path(inplace_file), level=self.verbose)
+
+    @staticmethod
+    def _stamp_path(library_path):
+        return os.path.join(os.path.dirname(library_path), TORCH_VERSION_STAMP)
 
     def finalize_options(self):
         super().finalize_options()
@@ -239,5 +272,8 @@ EXTENSION, USE_CUDA = make_extension()
 
 setup(
     ext_modules=[EXTENSION],
+    # pyproject.toml declares dependencies dynamic for this; ==X.Y.Z also accepts
+    # the local builds of that release (+cpu, +cu130)
+    install_requires=[f"torch=={torch.__version__.split('+')[0]}"],
     cmdclass={"build_ext": BuildExtension},
 )

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Build the spoofloss wheel the way a user would, install it into a fresh virtual
+# environment, and run the CPU test suite against the installed package:
+#   1. copy the source tree (tracked files and untracked ones git does not ignore,
+#      so uncommitted edits count while build/, *.so and .venv stay behind) into a
+#      temporary folder: the wheel cannot pick up stale build products;
+#   2. `pip wheel --no-build-isolation .` there, CPU-only (SPOOFLOSS_CPU_ONLY=1) to
+#      keep the compile short; the CUDA build is scripts/test.sh's business;
+#   3. check the wheel's contents and metadata: the _C library and its torch stamp,
+#      every module of python/spoofloss, LICENSE, the torch pin, no tests or build junk;
+#   4. a fresh venv: `pip install <wheel>[test]`, which brings torch==<the build's
+#      torch> and its dependencies (the CUDA libraries included: a few GB, minutes);
+#   5. pytest on a copy of tests/ from a folder where the source tree's python/ is
+#      not importable, after checking that spoofloss comes from the venv's site-packages.
+# Extra arguments go to pytest (e.g. scripts/check_wheel.sh -x -k ddp).
+# Environment: SPOOFLOSS_BUILD_PYTHON (default: python on PATH, e.g. after
+# `source scripts/setup_env.sh`; it needs torch, setuptools >= 77, wheel, ninja),
+# SPOOFLOSS_KEEP_WHEEL_DIR=1 keeps the temporary folder, MAX_JOBS (see setup.py).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO="$PWD"
+T_START=$SECONDS
+BUILD_PYTHON="${SPOOFLOSS_BUILD_PYTHON:-python}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/spoofloss-wheel.XXXXXX")"
+STEP=setup
+STEP_T0=$SECONDS
+TIMINGS=()
+
+step() {
+    [ "$STEP" = setup ] || step_done
+    STEP="$1"
+    STEP_T0=$SECONDS
+    echo
+    echo "=== [$(date +%H:%M:%S)] $STEP ==="
+}
+step_done() {
+    TIMINGS+=("$(printf -- '--- %-46s %4d s' "$STEP:" $((SECONDS - STEP_T0)))")
+}
+fail() {
+    echo "FAIL [$STEP]: $*" >&2
+    exit 1
+}
+finish() {
+    local rc=$?
+    if [ "${SPOOFLOSS_KEEP_WHEEL_DIR:-0}" = 1 ]; then
+        echo "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    [ $rc -eq 0 ] || echo "scripts/check_wheel.sh FAILED in step \"$STEP\" (exit $rc) after $((SECONDS - T_START)) s" >&2
+}
+trap finish EXIT
+
+# ------------------------------------------------------------------ 1. clean copy
+step "1/5 clean copy of the source tree"
+"$BUILD_PYTHON" -c 'import torch, setuptools, wheel' 2>/dev/null \
+    || fail "$BUILD_PYTHON lacks torch, setuptools or wheel: source scripts/setup_env.sh first, or set SPOOFLOSS_BUILD_PYTHON"
+git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1 || fail "$REPO is not a git checkout"
+mkdir -p "$WORK/src" "$WORK/dist" "$WORK/run"
+# ls-files still lists tracked files deleted in the working tree: copy what exists
+git -C "$REPO" ls-files -z --cached --others --exclude-standard \
+    | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+    | tar -C "$REPO" --null -T - -cf - | tar -C "$WORK/src" -xf -
+stale="$(cd "$WORK/src" && find . \( -name '*.so' -o -name 'build' -o -name '*.egg-info' -o -name '_C.torch_version' \) -print)"
+[ -z "$stale" ] || fail "the copy holds build products: $stale"
+echo "$(find "$WORK/src" -type f | wc -l) files in $WORK/src"
+
+# ------------------------------------------------------------------ 2. wheel
+step "2/5 pip wheel (CPU only)"
+build_log="$WORK/build.log"
+if ! (cd "$WORK/src" && SPOOFLOSS_CPU_ONLY=1 FORCE_CUDA=0 "$BUILD_PYTHON" -m pip wheel --no-build-isolation \
+        --no-deps --disable-pip-version-check -v -w "$WORK/dist" . >"$build_log" 2>&1); then
+    tail -n 80 "$build_log" >&2
+    fail "pip wheel failed"
+fi
+grep -F '[spoofloss setup]' "$build_log" | sed 's/^ *//' | awk '!seen[$0]++' || true
+shopt -s nullglob
+wheels=("$WORK"/dist/spoofloss-*.whl)
+shopt -u nullglob
+[ ${#wheels[@]} -eq 1 ] || fail "expected one spoofloss wheel in $WORK/dist, found ${#wheels[@]}"
+WHEEL="${wheels[0]}"
+echo "built $(basename "$WHEEL") ($(du -k "$WHEEL" | cut -f1) KiB)"
+
+# ------------------------------------------------------------------ 3. contents
+step "3/5 wheel contents and metadata"
+"$BUILD_PYTHON" - "$WHEEL" "$WORK/src" <<'PY' || fail "the wheel's contents or metadata are wrong"
+import email.parser, glob, os, re, sys, sysconfig, zipfile
+import torch
+
+wheel, src = sys.argv[1:]
+names = zipfile.ZipFile(wheel).namelist()
+problems = []
+dist_info = [n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")][0]
+allowed_tops = {"spoofloss", dist_info}
+junk = sorted(n for n in names if n.split("/")[0] not in allowed_tops or "__pycache__" in n)
+if junk:
+    problems.append(f"entries outside the package: {junk}")
+modules = {os.path.basename(p) for p in glob.glob(os.path.join(src, "python", "spoofloss", "*.py"))}
+missing = sorted(m for m in modules if f"spoofloss/{m}" not in names)
+if missing:
+    problems.append(f"modules missing: {missing}")
+library = "spoofloss/_C" + sysconfig.get_config_var("EXT_SUFFIX")
+for wanted in (library, "spoofloss/_C.torch_version", f"{dist_info}/licenses/LICENSE"):
+    if wanted not in names:
+        problems.append(f"{wanted} missing")
+meta = email.parser.Parser().parsestr(zipfile.ZipFile(wheel).read(f"{dist_info}/METADATA").decode())
+version = re.search(r'__version__ = "([^"]+)"', open(os.path.join(src, "python", "spoofloss", "__init__.py")).read())[1]
+torch_pin = f"torch=={torch.__version__.split('+')[0]}"
+checks = {
+    "Name": meta["Name"] == "spoofloss",
+    "Version": meta["Version"] == version,
+    "License-Expression": meta["License-Expression"] == "MIT",
+    "Requires-Python": meta["Requires-Python"] == ">=3.10",
+    f"Requires-Dist {torch_pin}": torch_pin in (meta.get_all("Requires-Dist") or []),
+    "Provides-Extra test, bench": {"test", "bench"} <= set(meta.get_all("Provides-Extra") or []),
+}
+problems += [f"METADATA: {what} wrong" for what, ok in checks.items() if not ok]
+stamp = zipfile.ZipFile(wheel).read("spoofloss/_C.torch_version").decode().strip() if "spoofloss/_C.torch_version" in names else None
+if stamp != torch.__version__:
+    problems.append(f"torch stamp {stamp!r}, expected {torch.__version__!r}")
+for name in names:
+    print("   ", name)
+print(f"METADATA: {meta['Name']} {meta['Version']}, License-Expression {meta['License-Expression']}, "
+      f"Requires-Python {meta['Requires-Python']}, Requires-Dist {meta.get_all('Requires-Dist')}")
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+PY
+
+# ------------------------------------------------------------------ 4. fresh venv
+step "4/5 fresh venv + pip install wheel[test]"
+"$BUILD_PYTHON" -m venv "$WORK/venv"  # from a venv's python: a venv of its base interpreter
+VENV_PY="$WORK/venv/bin/python"
+install_log="$WORK/install.log"
+if ! "$VENV_PY" -m pip install --disable-pip-version-check --progress-bar off "${WHEEL}[test]" >"$install_log" 2>&1; then
+    tail -n 60 "$install_log" >&2
+    fail "pip install of the wheel failed"
+fi
+grep -E '^Successfully installed' "$install_log" | fold -s -w 160 || true
+
+# ------------------------------------------------------------------ 5. tests
+step "5/5 pytest against the installed wheel"
+cp -r "$WORK/src/tests" "$WORK/run/tests"
+cd "$WORK/run"
+unset PYTHONPATH
+export PYTHONNOUSERSITE=1
+"$VENV_PY" - <<'PY' || fail "spoofloss is not imported from the fresh venv's site-packages"
+import os, sys, sysconfig
+import spoofloss
+
+site = os.path.realpath(sysconfig.get_paths()["platlib"])
+here = os.path.realpath(spoofloss.__file__)
+print(f"spoofloss {spoofloss.__version__} from {here}; build_info {spoofloss.build_info()}")
+sys.exit(0 if here.startswith(site + os.sep) and sys.prefix != sys.base_prefix else 1)
+PY
+rc=0
+"$VENV_PY" -m pytest -q -ra -p no:cacheprovider tests "$@" || rc=$?
+case $rc in
+    0) ;;
+    5) fail "pytest collected no tests (exit 5)" ;;
+    *) fail "pytest failed (exit $rc)" ;;
+esac
+step_done
+
+echo
+echo "=== timings ==="
+printf '%s\n' "${TIMINGS[@]}"
+echo "WHEEL CHECK PASSED in $((SECONDS - T_START)) s"
