@@ -4,24 +4,29 @@
 #   1. copy the source tree (tracked files and untracked ones git does not ignore,
 #      so uncommitted edits count while build/, *.so and .venv stay behind) into a
 #      temporary folder: the wheel cannot pick up stale build products;
-#   2. `pip wheel --no-build-isolation .` there, CPU-only (SPOOFLOSS_CPU_ONLY=1) to
-#      keep the compile short; the CUDA build is scripts/test.sh's business;
+#   2. a build venv with the CPU build of torch $WHEEL_TORCH (default 2.13.0, a
+#      wheel on this machine's disk: seconds to install, where the CUDA build of
+#      2.14.1 pulls gigabytes of CUDA libraries) and the build tools, then
+#      `pip wheel --no-build-isolation .` there, CPU-only (SPOOFLOSS_CPU_ONLY=1) to
+#      keep the compile short; the CUDA build is scripts/test.sh's business. It
+#      also shows the sources build against a second torch release;
 #   3. check the wheel's contents and metadata: the _C library and its torch stamp,
 #      every module of python/spoofloss, LICENSE, the torch pin, no tests or build junk;
 #   4. a fresh venv: `pip install <wheel>[test]`, which brings torch==<the build's
-#      torch> and its dependencies (the CUDA libraries included: a few GB, minutes);
+#      torch> through the wheel's own pin;
 #   5. pytest on a copy of tests/ from a folder where the source tree's python/ is
 #      not importable, after checking that spoofloss comes from the venv's site-packages.
 # Extra arguments go to pytest (e.g. scripts/check_wheel.sh -x -k ddp).
-# Environment: SPOOFLOSS_BUILD_PYTHON (default: python on PATH, e.g. after
-# `source scripts/setup_env.sh`; it needs torch, setuptools >= 77, wheel, ninja),
+# Environment: WHEEL_TORCH (torch release of both venvs, default 2.13.0),
+# BASE_PYTHON (interpreter the venvs are made from, default python3),
 # SPOOFLOSS_KEEP_WHEEL_DIR=1 keeps the temporary folder, MAX_JOBS (see setup.py).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO="$PWD"
 T_START=$SECONDS
-BUILD_PYTHON="${SPOOFLOSS_BUILD_PYTHON:-python}"
+WHEEL_TORCH="${WHEEL_TORCH:-2.13.0}"
+BASE_PYTHON="${BASE_PYTHON:-python3}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/spoofloss-wheel.XXXXXX")"
 STEP=setup
 STEP_T0=$SECONDS
@@ -54,8 +59,6 @@ trap finish EXIT
 
 # ------------------------------------------------------------------ 1. clean copy
 step "1/5 clean copy of the source tree"
-"$BUILD_PYTHON" -c 'import torch, setuptools, wheel' 2>/dev/null \
-    || fail "$BUILD_PYTHON lacks torch, setuptools or wheel: source scripts/setup_env.sh first, or set SPOOFLOSS_BUILD_PYTHON"
 git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1 || fail "$REPO is not a git checkout"
 mkdir -p "$WORK/src" "$WORK/dist" "$WORK/run"
 # ls-files still lists tracked files deleted in the working tree: copy what exists
@@ -67,8 +70,18 @@ stale="$(cd "$WORK/src" && find . \( -name '*.so' -o -name 'build' -o -name '*.e
 echo "$(find "$WORK/src" -type f | wc -l) files in $WORK/src"
 
 # ------------------------------------------------------------------ 2. wheel
-step "2/5 pip wheel (CPU only)"
+step "2/5 build venv (torch==$WHEEL_TORCH) + pip wheel (CPU only)"
+# deactivate any venv of the caller: the venvs below come from the base interpreter
+BASE_PYTHON="$(env -u VIRTUAL_ENV "$BASE_PYTHON" -c 'import sys; print(sys._base_executable)')"
+"$BASE_PYTHON" -m venv "$WORK/build-venv"
+BUILD_PYTHON="$WORK/build-venv/bin/python"
 build_log="$WORK/build.log"
+if ! "$BUILD_PYTHON" -m pip install --disable-pip-version-check --progress-bar off \
+        "torch==$WHEEL_TORCH" "setuptools>=77" wheel ninja pybind11 >"$build_log" 2>&1; then
+    tail -n 40 "$build_log" >&2
+    fail "could not install torch==$WHEEL_TORCH and the build tools into the build venv"
+fi
+"$BUILD_PYTHON" -c 'import torch; print("build venv: torch", torch.__version__)'
 if ! (cd "$WORK/src" && SPOOFLOSS_CPU_ONLY=1 FORCE_CUDA=0 "$BUILD_PYTHON" -m pip wheel --no-build-isolation \
         --no-deps --disable-pip-version-check -v -w "$WORK/dist" . >"$build_log" 2>&1); then
     tail -n 80 "$build_log" >&2
@@ -130,7 +143,7 @@ PY
 
 # ------------------------------------------------------------------ 4. fresh venv
 step "4/5 fresh venv + pip install wheel[test]"
-"$BUILD_PYTHON" -m venv "$WORK/venv"  # from a venv's python: a venv of its base interpreter
+"$BASE_PYTHON" -m venv "$WORK/venv"
 VENV_PY="$WORK/venv/bin/python"
 install_log="$WORK/install.log"
 if ! "$VENV_PY" -m pip install --disable-pip-version-check --progress-bar off "${WHEEL}[test]" >"$install_log" 2>&1; then
