@@ -582,10 +582,10 @@ def main(argv=None) -> int:
         # scale the model by how fast the run has really been going
         # (with a prior of 20 model-seconds at pace 1, so the first slow steps do not swing it)
         pace = (time.perf_counter() - started + 20.0) / (done_model_s + 20.0)
-        nxt = f"next: {plan[position][0].label()} {plan[position][1]}" if position < len(plan) else "done"
+        nxt = f"now: {plan[position][0].label()} {plan[position][1]}" if position < len(plan) else "done"
         progress.update(position, nxt, left_model_s * pace)
 
-    progress.update(0, f"next: {plan[0][0].label()} {plan[0][1]}", estimate)
+    progress.update(0, f"now: {plan[0][0].label()} {plan[0][1]}", estimate)
     for index, case in enumerate(cases):
         results.append(run_case(case, providers, device, budget, bandwidth, compiler, cache_bytes,
                                 args.seed + index, on_done))

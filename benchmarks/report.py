@@ -69,7 +69,7 @@ def print_run(run: dict) -> None:
     copied = format_bytes(bw["bytes_per_copy"] / 2)
     print(f"copy bandwidth {bw['bytes_per_s'] / 1e9:.1f} GB/s (read + write of {copied}, median of {bw['reps']}); "
           f"compile: {run['settings']['compile_shapes']} shapes")
-    print("times: median [p20 - p80] per step; 'spoofloss x' = this provider's time / spoofloss's; "
+    print("times: median [p20 - p80] per step; 'sl speed-up' = this provider's time / spoofloss's; "
           "'% floor' = byte-floor time / time; 'x autograd' = time / autograd floor; "
           "'peak' = bytes allocated by one step above what was live before it")
     for case in run["cases"]:
@@ -83,7 +83,7 @@ def _print_case(case: dict) -> None:
     autograd = f", autograd floor {format_time(floor['median_s'])}" if floor else ""
     print(f"\n{case['label']}: emb {format_bytes(case['emb_bytes'])}, byte floor {format_bytes(case['floor_bytes'])}"
           f" = {format_time(case['floor_s'])}{autograd}")
-    print(f"  {'provider':<10} {'median':>9}  {'[p20 - p80]':<21} {'spoofloss x':>11} {'% floor':>8} "
+    print(f"  {'provider':<10} {'median':>9}  {'[p20 - p80]':<21} {'sl speed-up':>11} {'% floor':>8} "
           f"{'x autograd':>10} {'peak':>10} {'compile':>8}")
     for name in PROVIDER_ORDER:
         result = case["providers"].get(name)
