@@ -576,14 +576,15 @@ def main(argv=None) -> int:
 
     def on_done(what: str) -> None:
         nonlocal done_model_s, position
+        assert what == plan[position][1], "the plan and the run disagree on the order of measurements"
         done_model_s += plan[position][2]
         position += 1
         left_model_s = sum(cost for _, _, cost in plan[position:])
         # scale the model by how fast the run has really been going
         # (with a prior of 20 model-seconds at pace 1, so the first slow steps do not swing it)
         pace = (time.perf_counter() - started + 20.0) / (done_model_s + 20.0)
-        nxt = f"now: {plan[position][0].label()} {plan[position][1]}" if position < len(plan) else "done"
-        progress.update(position, nxt, left_model_s * pace)
+        running = f"now: {plan[position][0].label()} {plan[position][1]}" if position < len(plan) else "done"
+        progress.update(position, running, left_model_s * pace)
 
     progress.update(0, f"now: {plan[0][0].label()} {plan[0][1]}", estimate)
     for index, case in enumerate(cases):
