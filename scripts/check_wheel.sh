@@ -77,7 +77,7 @@ BASE_PYTHON="$(env -u VIRTUAL_ENV "$BASE_PYTHON" -c 'import sys; print(sys._base
 BUILD_PYTHON="$WORK/build-venv/bin/python"
 build_log="$WORK/build.log"
 if ! "$BUILD_PYTHON" -m pip install --disable-pip-version-check --progress-bar off \
-        "torch==$WHEEL_TORCH" "setuptools>=77" wheel ninja pybind11 >"$build_log" 2>&1; then
+        "torch==$WHEEL_TORCH" "setuptools>=77" wheel ninja pybind11 numpy >"$build_log" 2>&1; then
     tail -n 40 "$build_log" >&2
     fail "could not install torch==$WHEEL_TORCH and the build tools into the build venv"
 fi

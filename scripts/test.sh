@@ -4,7 +4,9 @@
 #      cuobjdump that the library holds code for every arch of TORCH_CUDA_ARCH_LIST
 #      (default "8.0;9.0" -> sm_80, sm_90), then run pytest (GPU tests skip without a GPU);
 #   2. CPU-only build from a clean build folder (SPOOFLOSS_CPU_ONLY=1), pytest again;
-#   3. the CMake build of the op library (CPU only) into build/cmake + its smoke check.
+#   3. the CMake build of the op library (CPU only) into build/cmake + its smoke check;
+#   4. scripts/check_wheel.sh: a wheel built in a clean copy, installed into a fresh
+#      venv, and the CPU tests run against it.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k binary -x).
 # Environment: TORCH_CUDA_ARCH_LIST, MAX_JOBS, NVCC_THREADS (see setup.py),
 # SPOOFLOSS_SKIP_CUDA=1 skips stage 1.
@@ -89,7 +91,7 @@ PY
 }
 
 # ---------------------------------------------------------------- 1. CUDA build
-stage "1/3 CUDA build + cuobjdump check + pytest"
+stage "1/4 CUDA build + cuobjdump check + pytest"
 torch_cuda="$(python -c 'import torch; print(torch.version.cuda or "")')"
 if [ "${SPOOFLOSS_SKIP_CUDA:-0}" = 1 ]; then
     echo "SKIPPED: SPOOFLOSS_SKIP_CUDA=1"
@@ -127,7 +129,7 @@ fi
 stage_done
 
 # ---------------------------------------------------------------- 2. CPU-only build
-stage "2/3 clean CPU-only build + pytest"
+stage "2/4 clean CPU-only build + pytest"
 # Clean: the CPU build's object folder, the built library, leftovers of
 # non-editable builds. (CUDA objects live apart in build/temp-cuda-*: they never
 # reach a CPU-only build, and keeping them makes the next stage 1 incremental.)
@@ -139,7 +141,7 @@ run_pytest "$@"
 stage_done
 
 # ---------------------------------------------------------------- 3. CMake build
-stage "3/3 CMake build (CPU only) + smoke check"
+stage "3/4 CMake build (CPU only) + smoke check"
 cmake_log="$LOG_DIR/cmake-configure.log"
 generator=()
 if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi
@@ -155,6 +157,11 @@ fi
 grep -E '^-- (spoofloss|Found Torch)' "$cmake_log" || true
 cmake --build build/cmake ${MAX_JOBS:+--parallel "$MAX_JOBS"} || fail "cmake build failed"
 (cd build/cmake && ctest --output-on-failure) || fail "the CMake library's smoke check failed"
+stage_done
+
+# ---------------------------------------------------------------- 4. wheel
+stage "4/4 wheel: build, fresh venv, pytest against the installed package"
+bash scripts/check_wheel.sh "$@" || fail "the wheel check failed"
 stage_done
 
 echo
