@@ -37,7 +37,7 @@ def cosine_margin_loss(
     emb: [B, T, D] or [B, D]; centers: [2, D] (AM) or [1, D] (OC); label: [B] or
     [B, 1]; lengths: [B] frame counts or None; reduction: 0 none, 1 mean, 2 sum.
     """
-    return cosine_margin_loss_and_score(
+    return _ops.cosine_margin_loss.default(
         emb, centers, label, lengths, epilogue, scale, margin_bonafide, margin_spoof, bonafide_label, reduction
     )[0]
 
