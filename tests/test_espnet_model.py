@@ -12,7 +12,8 @@ that returns None), fed a padded batch. What is checked:
 * ``spoofloss.espnet_model.SpooflossASVSpoofModel``: centres trained, moved and
   saved, lengths passed, scored by the loss it trains;
 * ``spoofloss.espnet_train``: the asvspoof task's loss names resolve to
-  spoofloss's classes, and a YAML config builds and trains that model.
+  spoofloss's classes, a YAML config builds that model, and two epochs of
+  ESPnet's own training loop step, save and reload the centre.
 
 Loss values and the gradients of every parameter are compared, in float64,
 with the same model run through spoofloss.reference; the binary loss also with
@@ -438,3 +439,48 @@ def test_task_builds_spoofloss_model_from_yaml_config(asvspoof_task, tmp_path):
     grads = check_against_reference(model, "oc_softmax_loss", speech, lengths, label, use_lengths=True)
     assert grads["losses.oc_softmax_loss.center"].abs().max() > 0
     assert all(g is not None and g.abs().max() > 0 for n, g in grads.items() if n.startswith("encoder.embed"))
+
+
+def test_espnet_trainer_steps_and_saves_the_centre(asvspoof_task, tmp_path, monkeypatch):
+    """Two epochs of ESPnet's own training loop through spoofloss.espnet_train's
+    entry point, on a few random feature files: the optimiser ESPnet builds from
+    model.parameters() moves the centre, every checkpoint holds it, and the
+    task's build_model_from_file loads it back."""
+    import numpy as np
+
+    from spoofloss.espnet_train import SpooflossASVSpoofTask, main
+
+    # ESPnet's training sets these process-wide; give them back to the other tests
+    for flag in ("enabled", "benchmark", "deterministic"):
+        monkeypatch.setattr(torch.backends.cudnn, flag, getattr(torch.backends.cudnn, flag))
+
+    data = tmp_path / "data"
+    data.mkdir()
+    lengths = make_lengths(8, 15)
+    labels = make_labels(8)
+    with open(data / "feats.scp", "w") as feats, open(data / "label", "w") as label, open(data / "shape", "w") as shape:
+        for index, (length, value) in enumerate(zip(lengths.tolist(), labels.tolist())):
+            np.save(data / f"utt{index}.npy", torch.randn(length, FEAT_DIM).numpy())
+            feats.write(f"utt{index} {data / f'utt{index}.npy'}\n")
+            label.write(f"utt{index} {value}\n")
+            shape.write(f"utt{index} {length},{FEAT_DIM}\n")
+    config = tmp_path / "train_asvspoof.yaml"
+    config.write_text(YAML_CONFIG.format(feat_dim=FEAT_DIM, enc_dim=ENC_DIM))
+    exp = tmp_path / "exp"
+    inputs = []
+    for split in ("train", "valid"):
+        inputs += [f"--{split}_data_path_and_name_and_type", f"{data / 'feats.scp'},speech,npy",
+                   f"--{split}_data_path_and_name_and_type", f"{data / 'label'},label,text_int",
+                   f"--{split}_shape_file", str(data / "shape")]
+    main(["--config", str(config), "--output_dir", str(exp), "--ngpu", "0", "--num_workers", "0",
+          "--batch_type", "folded", "--batch_size", "4", "--fold_length", "100", "--max_epoch", "2",
+          "--optim", "sgd", "--optim_conf", "lr=0.5", "--use_preprocessor", "false",
+          "--use_tensorboard", "false", "--use_matplotlib", "false", *inputs])
+
+    key = "losses.oc_softmax_loss.center"
+    epoch1 = torch.load(exp / "1epoch.pth", map_location="cpu")
+    epoch2 = torch.load(exp / "2epoch.pth", map_location="cpu")
+    assert tuple(epoch1[key].shape) == (1, ENC_DIM) and torch.isfinite(epoch2[key]).all()
+    assert not torch.equal(epoch1[key], epoch2[key]), "ESPnet's optimiser did not step the centre"
+    model, _ = SpooflossASVSpoofTask.build_model_from_file(exp / "config.yaml", exp / "2epoch.pth")
+    assert torch.equal(model.losses["oc_softmax_loss"].center.detach(), epoch2[key])
