@@ -10,6 +10,11 @@ does not saturate, and stays exact where it does.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,7 +22,7 @@ import spoofloss
 from spoofloss import reference as R
 from spoofloss.espnet import ASVSpoofAMSoftmaxLoss, ASVSpoofBinaryLoss, ASVSpoofOCSoftmaxLoss
 
-from conftest import assert_matches, f64, make_labels, randn
+from conftest import assert_matches, f64, make_labels, make_lengths, randn
 
 pytestmark = pytest.mark.usefixtures("poison")
 
@@ -129,3 +134,92 @@ def test_binary_exact_where_espnet_saturates(device):
 def test_binary_score_is_pred(device):
     pred = randn(8, 1, device=device)
     assert torch.equal(ASVSpoofBinaryLoss().score(pred), pred)
+
+
+def test_register_losses_makes_the_centres_parameters():
+    """register_losses on a module that keeps its losses in a plain dict, as
+    ESPnetASVSpoofModel does: the centres join parameters(), .to() and the optimiser."""
+    from spoofloss.espnet import register_losses
+
+    class KeepsLossesInADict(torch.nn.Module):
+        def __init__(self, losses):
+            super().__init__()
+            self.proj = torch.nn.Linear(8, 8)
+            self.losses = losses
+
+    losses = {"am_softmax_loss": ASVSpoofAMSoftmaxLoss(enc_dim=8), "oc_softmax_loss": ASVSpoofOCSoftmaxLoss(enc_dim=8)}
+    model = KeepsLossesInADict(losses)
+    assert len(list(model.parameters())) == 2  # the Linear's weight and bias only
+    registered = register_losses(model)
+    assert model.losses is registered and isinstance(registered, torch.nn.ModuleDict)
+    assert register_losses(model) is registered
+    assert set(model.state_dict()) == {"proj.weight", "proj.bias", "losses.am_softmax_loss.centers",
+                                       "losses.oc_softmax_loss.center"}
+    emb = randn(6, 5, 8).requires_grad_()
+    label = make_labels(6)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = losses["oc_softmax_loss"].center.detach().clone()
+    (model.losses["oc_softmax_loss"](label, model.proj(emb)) + model.losses["am_softmax_loss"](label, emb)).backward()
+    grad = losses["oc_softmax_loss"].center.grad.clone()
+    assert grad.abs().max() > 0 and losses["am_softmax_loss"].centers.grad.abs().max() > 0
+    optimiser.step()
+    torch.testing.assert_close(losses["oc_softmax_loss"].center.detach(), before - 0.1 * grad)
+    model.to(torch.float64)
+    assert losses["am_softmax_loss"].centers.dtype == torch.float64
+    assert losses["oc_softmax_loss"].center.dtype == torch.float64
+    with pytest.raises(TypeError, match="losses"):
+        register_losses(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("name", ["am", "oc"])
+def test_forward_and_score_is_forward_and_score(name):
+    """One pass for both: the same loss (and gradients) as forward, the same score as score."""
+    batch, frames, dim = 16, 30, 32
+    loss_fn = ASVSpoofAMSoftmaxLoss(enc_dim=dim) if name == "am" else ASVSpoofOCSoftmaxLoss(enc_dim=dim)
+    emb = randn(batch, frames, dim).requires_grad_()
+    label = make_labels(batch)
+    lengths = make_lengths(batch, frames)
+    loss, score = loss_fn.forward_and_score(label, emb, lengths)
+    assert not score.requires_grad
+    e64 = f64(emb)
+    if name == "am":
+        c64 = f64(loss_fn.centers)
+        ref = R.am_softmax_loss(label, e64, c64, lengths, s=loss_fn.s, m=loss_fn.m)
+        ref_score = R.am_softmax_score(e64, c64, lengths)
+        centres = loss_fn.centers
+    else:
+        c64 = f64(loss_fn.center)
+        ref = R.oc_softmax_loss(label, e64, c64, lengths, m_real=loss_fn.m_real, m_fake=loss_fn.m_fake,
+                                alpha=loss_fn.alpha)
+        ref_score = R.oc_softmax_score(e64, c64, lengths)
+        centres = loss_fn.center
+    assert_matches(loss, ref, what=f"{name} forward_and_score: loss", scale=20.0)
+    assert_matches(score, ref_score, what=f"{name} forward_and_score: score", scale=1.0)
+    g, gc = torch.autograd.grad(loss, [emb, centres])
+    r, rc = torch.autograd.grad(ref, [e64, c64])
+    assert_matches(g, r, what=f"{name} forward_and_score: d loss / d emb", scale=r.abs().max().item())
+    assert_matches(gc, rc, what=f"{name} forward_and_score: d loss / d centres")
+
+
+def test_spoofloss_does_not_import_espnet():
+    """`import spoofloss` leaves espnet alone, and spoofloss.espnet imports and
+    works where espnet cannot be imported (it is blocked in a fresh interpreter)."""
+    script = """
+import sys
+import spoofloss
+assert not [m for m in sys.modules if m.split(".")[0] in ("espnet", "espnet2")], "import spoofloss imported espnet"
+sys.modules["espnet2"] = None  # any `import espnet2...` now raises ImportError
+import spoofloss.espnet as se
+assert se.REGISTERED_WITH_ESPNET is False and se.register_with_espnet() is False
+import torch
+holder = torch.nn.Module()
+holder.losses = {"oc_softmax_loss": se.ASVSpoofOCSoftmaxLoss(enc_dim=4)}
+se.register_losses(holder)
+assert [n for n, _ in holder.named_parameters()] == ["losses.oc_softmax_loss.center"]
+print("ok")
+"""
+    python_dir = str(Path(spoofloss.__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = python_dir + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

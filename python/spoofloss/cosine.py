@@ -42,3 +42,14 @@ class CosineMarginLoss(AbsASVSpoofLoss):
     def score(self, emb: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         """Cosine of the pooled emb with the bona fide centre, shape [B]."""
         return ops.cosine_score(emb, getattr(self, self._centers_name), lengths, self._score_center())
+
+    def forward_and_score(self, label: Tensor, emb: Tensor, lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """The loss and ``score`` from one pass over emb (a training step that
+        reports both need not read emb twice); the score carries no gradient."""
+        scale, margin_bonafide, margin_spoof = self._margins()
+        loss, score = ops.cosine_margin_loss_and_score(
+            emb, getattr(self, self._centers_name), label, lengths, self._epilogue, scale, margin_bonafide,
+            margin_spoof, self.bonafide_label, reduction_code(self.reduction),
+        )
+        # the op's backward ignores the score, so say so rather than hand back a silent zero gradient
+        return loss, score.detach()
