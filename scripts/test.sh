@@ -39,6 +39,8 @@ trap 'rc=$?; [ $rc -eq 0 ] || echo "scripts/test.sh FAILED in stage \"$STAGE\" (
 stage "environment"
 # shellcheck source=scripts/setup_env.sh
 source scripts/setup_env.sh
+# the pinned espnet for tests/test_espnet_model.py (its packages with --no-deps: torch stays as it is)
+PYTHON=python bash scripts/install_espnet.sh || fail "installing the pinned espnet failed"
 python -c 'import sys, torch; print(f"python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}), {torch.get_num_threads()} threads")'
 LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/spoofloss-test.XXXXXX")"
 echo "build logs: $LOG_DIR"
