@@ -5,7 +5,8 @@
 // on any x86-64; left to itself the compiler then vectorises with SSE2 only.
 // These loops are what the kernels' time goes to once emb is large, so they
 // get an AVX2 build beside the baseline one, chosen once from what the CPU
-// reports. Both builds add in the same order, so results are bitwise the same.
+// reports. Both builds add in the same order, so the row loops' results are
+// bitwise the same; softplus and sigmoid agree to a few ulp.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +24,13 @@ struct RowLoops {
   void (*fill_rows)(const float* row, int64_t rows, int64_t dim, float* out, bool streaming);
   // Orders streaming stores before what follows (no-op where none were made).
   void (*store_fence)();
+  // out[i] = log(1 + exp(-|x[i]|)) (math::softplus_tail) and out[i] =
+  // sigmoid(x[i]), i in [0, n): the transcendental parts of the binary loss
+  // and of its gradient. The AVX2 build
+  // evaluates exp and log with its own polynomials (Cephes' expf and logf,
+  // within a few ulp of libm); the baseline calls math.h, i.e. libm.
+  void (*softplus_tail_values)(const float* x, int64_t n, float* out);
+  void (*sigmoid_values)(const float* x, int64_t n, float* out);
   const char* isa;  // "avx2" or "baseline"
 };
 
