@@ -63,13 +63,21 @@ void load_targets(const BinaryLayout& layout, int64_t start, int64_t count, acc_
   }
 }
 
-// out[j] = math::softplus_tail(x[j]) (or sigmoid), j < count <= kBinaryChunk: float32 through
-// RowLoops (vectorised where the CPU allows), other dtypes through math.h.
+// out[j] = math::softplus_tail(x[j]) (or sigmoid), j < count <= kBinaryChunk:
+// float32 math (float32, float16, bfloat16 logits) through RowLoops, vectorised
+// where the CPU allows; float64 through math.h.
 template <typename scalar_t, typename acc_t>
 void transcendental_values(const scalar_t* x, int64_t count, acc_t* out, bool sigmoid) {
-  if constexpr (std::is_same_v<scalar_t, float>) {
+  if constexpr (std::is_same_v<acc_t, float>) {
     const auto& loops = cpu::row_loops();
-    (sigmoid ? loops.sigmoid_values : loops.softplus_tail_values)(x, count, out);
+    const auto values = sigmoid ? loops.sigmoid_values : loops.softplus_tail_values;
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      values(x, count, out);
+    } else {  // float16 / bfloat16: widened first, then the float32 loop
+      float widened[kBinaryChunk];
+      for (int64_t j = 0; j < count; ++j) widened[j] = static_cast<float>(x[j]);
+      values(widened, count, out);
+    }
   } else {
     for (int64_t j = 0; j < count; ++j) {
       const acc_t v = static_cast<acc_t>(x[j]);
