@@ -363,37 +363,64 @@ def run_case(case: Case, providers, device, budget, bandwidth, compiler, cache_b
 
         return call, reset
 
-    if case.mode == "train":
-        call, reset = runner(autograd_floor_step, fused)
-        result.autograd_floor = harness.measure(call, device, budget, reset)
-        reset(0)
-        on_done("autograd floor")
-
+    # 1. each provider's first call: its output for the sanity check, and for
+    #    `compile` the compilation (timed apart)
+    outcomes = {name: ProviderResult() for name in providers}
+    runners = {}
     first_outputs = {}
     for name in providers:
         started = time.perf_counter()
-        outcome = ProviderResult()
         try:
             step = compiler.step(case) if name == "compile" else STEPS[case.loss, case.mode]
             call, reset = runner(step, fused if name == "spoofloss" else ref)
             reset(0)
             first_outputs[name] = call(0).detach().float().reshape(-1).cpu()  # `compile` compiles here
             if name == "compile":
-                outcome.compile_s = time.perf_counter() - started
-            # a recompile inside the timed loop would be timed as if it were the step: make it an error
-            # (torch._dynamo is only touched for `compile`: importing it takes seconds)
-            no_recompiles = torch._dynamo.config.patch(error_on_recompile=True) if name == "compile" else nullcontext()
-            with no_recompiles:
-                outcome.timing = harness.measure(call, device, budget, reset)
-                reset(0)
-                outcome.peak_bytes = harness.peak_memory(lambda: call(0), device)
-                reset(0)
+                outcomes[name].compile_s = time.perf_counter() - started
+            runners[name] = (call, reset)
         except Exception as error:  # one provider failing (OOM, a compile error) must not end the run
-            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            outcome.error = f"{type(error).__name__}: {message}"[:300]
+            outcomes[name].error = describe_error(error)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-        outcome.wall_s = time.perf_counter() - started
+        outcomes[name].wall_s += time.perf_counter() - started
+
+    # 2. the timings, the autograd floor's and the providers' interleaved in rounds
+    #    (harness.measure_interleaved), so their ratios compare like with like
+    contenders = {}
+    if case.mode == "train":
+        contenders["autograd floor"] = runner(autograd_floor_step, fused)
+    contenders.update(runners)
+    # a recompile inside the timed loop would be timed as if it were the step: make it an error
+    # (torch._dynamo is only touched for `compile`: importing it takes seconds)
+    no_recompiles = torch._dynamo.config.patch(error_on_recompile=True) if "compile" in runners else nullcontext()
+    started = time.perf_counter()
+    with no_recompiles:
+        timings = harness.measure_interleaved(contenders, device, budget)
+    share = (time.perf_counter() - started) / max(1, len(contenders))
+    for name in contenders:
+        contenders[name][1](0)
+    if case.mode == "train":
+        floor = timings.pop("autograd floor")
+        result.autograd_floor = floor if isinstance(floor, harness.Timing) else None
+        on_done("autograd floor")
+
+    # 3. peak memory, one provider at a time
+    for name in providers:
+        outcome = outcomes[name]
+        started = time.perf_counter()
+        timing = timings.get(name)
+        if isinstance(timing, Exception):
+            outcome.error = describe_error(timing)
+        elif timing is not None:
+            outcome.timing = timing
+            call, reset = runners[name]
+            try:
+                with torch._dynamo.config.patch(error_on_recompile=True) if name == "compile" else nullcontext():
+                    outcome.peak_bytes = harness.peak_memory(lambda: call(0), device)
+            except Exception as error:  # noqa: BLE001
+                outcome.error = describe_error(error)
+            reset(0)
+        outcome.wall_s += share + time.perf_counter() - started
         result.providers[name] = outcome
         on_done(name)
 
@@ -404,6 +431,11 @@ def run_case(case: Case, providers, device, budget, bandwidth, compiler, cache_b
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def describe_error(error: Exception) -> str:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {message}"[:300]
 
 
 def _relative_diff(out: Optional[torch.Tensor], expected: Optional[torch.Tensor]) -> Optional[float]:

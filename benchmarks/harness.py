@@ -128,7 +128,65 @@ def measure(
     return summarise(samples)
 
 
-def _measure_cuda(call, between, step: int, reps: int) -> Timing:
+def measure_interleaved(
+    contenders: dict,
+    device: torch.device,
+    budget: TimingBudget,
+    rounds: int = 5,
+) -> dict:
+    """``measure`` for several calls at once, in ``rounds`` alternating rounds.
+
+    ``contenders`` maps a name to ``(call, between)`` as ``measure`` takes them.
+    Each round gives every contender an equal share of its repetitions, one
+    after the other, and the samples of all rounds are pooled. A ratio of two
+    contenders (spoofloss over the autograd floor, say) is then taken over the
+    same stretch of time, not over two stretches a second apart on a machine
+    whose speed drifts (a shared VM's does, by tens of percent). A contender
+    whose call raises is dropped; its name maps to the exception.
+    """
+    plans = {}
+    results: dict = {}
+    for name, (call, between) in contenders.items():
+        between = between or (lambda i: None)
+        try:
+            synchronize(device)
+            step, start = 0, time.perf_counter()
+            while step < budget.warmup_reps or time.perf_counter() - start < budget.warmup_time:
+                between(step)
+                call(step)
+                step += 1
+                synchronize(device)
+        except Exception as error:  # noqa: BLE001 -- reported per contender by the caller
+            results[name] = error
+            continue
+        per_call = (time.perf_counter() - start) / step
+        reps = int(min(budget.max_reps, max(budget.min_reps, math.ceil(budget.min_time / max(per_call, 1e-9)))))
+        if per_call * reps > budget.max_time:
+            reps = max(budget.min_reps, int(budget.max_time / per_call))
+        plans[name] = [call, between, step, max(1, math.ceil(reps / rounds)), []]
+    for _ in range(rounds):
+        for name, plan in list(plans.items()):
+            call, between, step, reps, samples = plan
+            try:
+                if device.type == "cuda":
+                    samples.extend(_cuda_samples(call, between, step, reps))
+                else:
+                    for k in range(reps):
+                        between(step + k)
+                        t0 = time.perf_counter()
+                        call(step + k)
+                        samples.append(time.perf_counter() - t0)
+            except Exception as error:  # noqa: BLE001
+                results[name] = error
+                del plans[name]
+                continue
+            plan[2] = step + reps
+    for name, plan in plans.items():
+        results[name] = summarise(plan[4])
+    return results
+
+
+def _cuda_samples(call, between, step: int, reps: int) -> list:
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for k in range(reps):
@@ -137,7 +195,11 @@ def _measure_cuda(call, between, step: int, reps: int) -> Timing:
         call(step + k)
         ends[k].record()
     torch.cuda.synchronize()
-    return summarise([s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends)])
+    return [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends)]
+
+
+def _measure_cuda(call, between, step: int, reps: int) -> Timing:
+    return summarise(_cuda_samples(call, between, step, reps))
 
 
 # --------------------------------------------------------------------------- memory
