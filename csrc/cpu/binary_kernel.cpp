@@ -86,6 +86,26 @@ void transcendental_values(const scalar_t* x, int64_t count, acc_t* out, bool si
   }
 }
 
+// Runs `body(chunk, start, count, target, values)` for every chunk of
+// kBinaryChunk logits, spread over the threads, with the chunk's targets and
+// its transcendental values (math::softplus_tail, or sigmoid) in hand.
+template <typename scalar_t, typename acc_t, typename Body>
+void for_each_chunk(const scalar_t* logits, const BinaryLayout& layout, bool sigmoid, const Body& body) {
+  const int64_t n = layout.numel;
+  const int64_t chunks = (n + kBinaryChunk - 1) / kBinaryChunk;
+  at::parallel_for(0, chunks, grain(kBinaryChunk * kTranscendentalCost), [&](int64_t begin, int64_t end) {
+    acc_t target[kBinaryChunk];
+    acc_t values[kBinaryChunk];
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t start = c * kBinaryChunk;
+      const int64_t count = std::min(n, start + kBinaryChunk) - start;
+      load_targets(layout, start, count, target);
+      transcendental_values(logits + start, count, values, sigmoid);
+      body(c, start, count, target, values);
+    }
+  });
+}
+
 at::Tensor binary_cross_entropy_cpu(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
   const auto args = prepare_binary_forward(pred, label, bonafide_label, reduction);
   const int64_t n = args.layout.numel;
@@ -96,27 +116,21 @@ at::Tensor binary_cross_entropy_cpu(const at::Tensor& pred, const at::Tensor& la
     const int64_t chunks = (n + kBinaryChunk - 1) / kBinaryChunk;
     std::vector<acc_t> partial(reduce ? chunks : 0);
     acc_t* per_element = reduce ? nullptr : args.loss.mutable_data_ptr<acc_t>();
-    at::parallel_for(0, chunks, grain(kBinaryChunk * kTranscendentalCost), [&](int64_t begin, int64_t end) {
-      acc_t tail[kBinaryChunk];
-      acc_t target[kBinaryChunk];
-      for (int64_t c = begin; c < end; ++c) {
-        const int64_t start = c * kBinaryChunk;
-        const int64_t count = std::min(n, start + kBinaryChunk) - start;
-        load_targets(args.layout, start, count, target);
-        transcendental_values(logits + start, count, tail, /*sigmoid=*/false);
-        acc_t sum = 0;
-        for (int64_t j = 0; j < count; ++j) {
-          const acc_t value = math::bce_with_logits_from_tail(
-              static_cast<acc_t>(logits[start + j]), target[j], tail[j]);
-          if (reduce) {
-            sum += value;
-          } else {
-            per_element[start + j] = value;
+    for_each_chunk<scalar_t, acc_t>(
+        logits, args.layout, /*sigmoid=*/false,
+        [&](int64_t chunk, int64_t start, int64_t count, const acc_t* target, const acc_t* tail) {
+          acc_t sum = 0;
+          for (int64_t j = 0; j < count; ++j) {
+            const acc_t value =
+                math::bce_with_logits_from_tail(static_cast<acc_t>(logits[start + j]), target[j], tail[j]);
+            if (reduce) {
+              sum += value;
+            } else {
+              per_element[start + j] = value;
+            }
           }
-        }
-        if (reduce) partial[c] = sum;
-      }
-    });
+          if (reduce) partial[chunk] = sum;
+        });
     if (reduce) {
       acc_t total = 0;
       for (const acc_t part : partial) total += part;
@@ -138,23 +152,15 @@ at::Tensor binary_cross_entropy_backward_cpu(
     const acc_t* upstream = args.grad_loss.const_data_ptr<acc_t>();
     const auto kind = static_cast<Reduction>(reduction);
     scalar_t* out = args.grad_pred.mutable_data_ptr<scalar_t>();
-    const int64_t chunks = (n + kBinaryChunk - 1) / kBinaryChunk;
-    at::parallel_for(0, chunks, grain(kBinaryChunk * kTranscendentalCost), [&](int64_t begin, int64_t end) {
-      acc_t sigmoid[kBinaryChunk];
-      acc_t target[kBinaryChunk];
-      for (int64_t c = begin; c < end; ++c) {
-        const int64_t start = c * kBinaryChunk;
-        const int64_t count = std::min(n, start + kBinaryChunk) - start;
-        load_targets(args.layout, start, count, target);
-        transcendental_values(logits + start, count, sigmoid, /*sigmoid=*/true);
-        for (int64_t j = 0; j < count; ++j) {
-          const int64_t i = start + j;
-          // d BCE / d x = sigmoid(x) - t (math::bce_with_logits_grad)
-          const acc_t grad = sigmoid[j] - target[j];
-          out[i] = static_cast<scalar_t>(math::reduction_weight(kind, upstream, i, n) * grad);
-        }
-      }
-    });
+    for_each_chunk<scalar_t, acc_t>(
+        logits, args.layout, /*sigmoid=*/true,
+        [&](int64_t, int64_t start, int64_t count, const acc_t* target, const acc_t* sigmoid) {
+          for (int64_t j = 0; j < count; ++j) {
+            const int64_t i = start + j;
+            // d BCE / d x = sigmoid(x) - t (math::bce_with_logits_grad)
+            out[i] = static_cast<scalar_t>(math::reduction_weight(kind, upstream, i, n) * (sigmoid[j] - target[j]));
+          }
+        });
   });
   return args.grad_pred;
 }
