@@ -98,6 +98,12 @@ void write_frames(const acc_t* row, int64_t t0, int64_t t1, int64_t dim, bool st
   if constexpr (std::is_same_v<scalar_t, float>) {
     cpu::row_loops().fill_rows(row, t1 - t0, dim, utterance_grad + t0 * dim, streaming);
     return;
+  } else if constexpr (!std::is_same_v<scalar_t, acc_t>) {
+    // float16 / bfloat16: round the row once, then copy it to every frame
+    // (the rounding, scalar code with NaN handling, would otherwise run per element)
+    const std::vector<scalar_t> rounded(row, row + dim);
+    for (int64_t t = t0; t < t1; ++t) std::copy(rounded.begin(), rounded.end(), utterance_grad + t * dim);
+    return;
   }
   for (int64_t t = t0; t < t1; ++t) {
     scalar_t* __restrict out = utterance_grad + t * dim;
