@@ -100,12 +100,16 @@ def measure(
     ``between(i)`` runs before call i, outside the timed region: the train mode
     resets gradients there, as zero_grad(set_to_none=True) would.
     """
-    between = between or (lambda i: None)
-    step = 0
+    timing = measure_interleaved({"call": (call, between)}, device, budget, rounds=1)["call"]
+    if isinstance(timing, Exception):
+        raise timing
+    return timing
 
-    # Warm-up, also the estimate of one call's cost that sizes the measurement.
+
+def _warm_up_and_size(call, between, device: torch.device, budget: TimingBudget) -> tuple[int, int]:
+    """Warm-up calls, which also estimate one call's cost: (calls made, repetitions to time)."""
     synchronize(device)
-    start = time.perf_counter()
+    step, start = 0, time.perf_counter()
     while step < budget.warmup_reps or time.perf_counter() - start < budget.warmup_time:
         between(step)
         call(step)
@@ -115,17 +119,7 @@ def measure(
     reps = int(min(budget.max_reps, max(budget.min_reps, math.ceil(budget.min_time / max(per_call, 1e-9)))))
     if per_call * reps > budget.max_time:
         reps = max(budget.min_reps, int(budget.max_time / per_call))
-
-    if device.type == "cuda":
-        return _measure_cuda(call, between, step, reps)
-    samples = []
-    for _ in range(reps):
-        between(step)
-        t0 = time.perf_counter()
-        call(step)
-        samples.append(time.perf_counter() - t0)
-        step += 1
-    return summarise(samples)
+    return step, reps
 
 
 def measure_interleaved(
@@ -149,20 +143,10 @@ def measure_interleaved(
     for name, (call, between) in contenders.items():
         between = between or (lambda i: None)
         try:
-            synchronize(device)
-            step, start = 0, time.perf_counter()
-            while step < budget.warmup_reps or time.perf_counter() - start < budget.warmup_time:
-                between(step)
-                call(step)
-                step += 1
-                synchronize(device)
+            step, reps = _warm_up_and_size(call, between, device, budget)
         except Exception as error:  # noqa: BLE001 -- reported per contender by the caller
             results[name] = error
             continue
-        per_call = (time.perf_counter() - start) / step
-        reps = int(min(budget.max_reps, max(budget.min_reps, math.ceil(budget.min_time / max(per_call, 1e-9)))))
-        if per_call * reps > budget.max_time:
-            reps = max(budget.min_reps, int(budget.max_time / per_call))
         plans[name] = [call, between, step, max(1, math.ceil(reps / rounds)), []]
     for _ in range(rounds):
         for name, plan in list(plans.items()):
@@ -196,10 +180,6 @@ def _cuda_samples(call, between, step: int, reps: int) -> list:
         ends[k].record()
     torch.cuda.synchronize()
     return [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends)]
-
-
-def _measure_cuda(call, between, step: int, reps: int) -> Timing:
-    return summarise(_cuda_samples(call, between, step, reps))
 
 
 # --------------------------------------------------------------------------- memory

@@ -90,4 +90,4 @@ def test_binary_loss_keeps_nan_logits_nan():
     x[[3, 17, 40]] = float("nan")
     loss = spoofloss.ops.binary_cross_entropy(x, torch.randint(0, 2, (64,)), 1, 0)
     assert torch.isnan(loss[[3, 17, 40]]).all()
-    assert torch.isfinite(loss[torch.arange(64).remainder(64).ne(3) & ~torch.isnan(x)]).all()
+    assert torch.isfinite(loss[~torch.isnan(x)]).all()
