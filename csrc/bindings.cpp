@@ -4,14 +4,46 @@
 // pybind11, not <torch/extension.h>: this file needs no tensor types, and the
 // torch header quadruples its compile time.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include "cpu/row_loops.h"
+#ifdef SPOOFLOSS_CUDA_EMULATION
+#include "cuda/emulation/api.h"
+#endif
 
 #ifndef SPOOFLOSS_TORCH_VERSION
 #define SPOOFLOSS_TORCH_VERSION "unknown"
 #endif
 #ifndef SPOOFLOSS_CUDA_ARCHS
 #define SPOOFLOSS_CUDA_ARCHS ""
+#endif
+#ifndef SPOOFLOSS_SANITIZERS
+#define SPOOFLOSS_SANITIZERS ""
+#endif
+
+#ifdef SPOOFLOSS_CUDA_EMULATION
+namespace {
+// spoofloss._C.emulation: the emulated device's settings, counters and coverage.
+void bind_emulation(pybind11::module_& parent) {
+  namespace emu = spoofloss::emulation;
+  auto m = parent.def_submodule("emulation", "the emulated CUDA device (SPOOFLOSS_CUDA_EMULATION builds)");
+  m.def("set_seed", &emu::set_seed, "seed of the random thread and block order");
+  m.def("seed", &emu::seed);
+  m.def("set_multiprocessor_count", &emu::set_multiprocessor_count, "what the device reports as its SM count");
+  m.def("multiprocessor_count", &emu::multiprocessor_count);
+  m.def("reset_counters", &emu::reset_counters);
+  m.def("counters", [] {
+    const auto c = emu::counters();
+    pybind11::dict out;
+    out["launches"] = c.launches;
+    out["kernels"] = c.kernels;
+    out["scratch_allocations"] = c.scratch_allocations;
+    out["scratch_bytes"] = c.scratch_bytes;
+    return out;
+  }, "launches and scratch allocations since the last reset_counters()");
+  m.def("coverage", &emu::coverage, "launches per kernel instantiation since the library was loaded");
+}
+}  // namespace
 #endif
 
 PYBIND11_MODULE(_C, m) {
@@ -27,6 +59,16 @@ PYBIND11_MODULE(_C, m) {
     info["cuda_archs"] = "";
 #endif
     info["cpu_row_loops"] = spoofloss::cpu::row_loops().isa;
+#ifdef SPOOFLOSS_CUDA_EMULATION
+    // CPU tensors run the CUDA kernels on the emulated device
+    info["cuda_emulation"] = true;
+#else
+    info["cuda_emulation"] = false;
+#endif
+    info["sanitizers"] = SPOOFLOSS_SANITIZERS;
     return info;
   });
+#ifdef SPOOFLOSS_CUDA_EMULATION
+  bind_emulation(m);
+#endif
 }

@@ -5,9 +5,8 @@
 // the partials in order — a fixed tree, so the loss is repeatable run to run.
 // A label outside [0, 1] gives a NaN loss and gradient for that element (the
 // CPU kernel raises instead; here that would need a host synchronisation).
-#include <c10/cuda/CUDAException.h>
-
 #include "../math.h"
+#include "device_runtime.h"
 #include "device_utils.cuh"
 #include "launch.h"
 
@@ -25,7 +24,7 @@ template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) bce_forward_kernel(
     const scalar_t* __restrict__ pred, const BinaryLayout layout, acc_t* __restrict__ per_element,
     acc_t* __restrict__ partial) {
-  __shared__ acc_t shared[kThreads / kWarp];
+  SPOOFLOSS_SHARED_ARRAY(acc_t, shared, kThreads / kWarp);
   acc_t sum[1] = {acc_t(0)};
   const int64_t n = layout.numel;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
@@ -63,11 +62,12 @@ void launch_bce_forward(
     const scalar_t* pred, const BinaryLayout& layout, unsigned blocks, acc_of<scalar_t>* per_element,
     acc_of<scalar_t>* partial, acc_of<scalar_t> divisor, acc_of<scalar_t>* loss, cudaStream_t stream) {
   using acc_t = acc_of<scalar_t>;
-  bce_forward_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(pred, layout, per_element, partial);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  SPOOFLOSS_LAUNCH(blocks, kThreads, 0, stream, bce_forward_kernel<scalar_t, acc_t>)(
+      pred, layout, per_element, partial);
+  SPOOFLOSS_LAUNCH_CHECK();
   if (partial != nullptr) {
-    sum_kernel<acc_t><<<1, kThreads, 0, stream>>>(partial, blocks, divisor, loss);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    SPOOFLOSS_LAUNCH(1, kThreads, 0, stream, sum_kernel<acc_t>)(partial, blocks, divisor, loss);
+    SPOOFLOSS_LAUNCH_CHECK();
   }
 }
 
@@ -75,9 +75,9 @@ template <typename scalar_t>
 void launch_bce_backward(
     const acc_of<scalar_t>* grad_loss, const scalar_t* pred, const BinaryLayout& layout, unsigned blocks,
     Reduction reduction, scalar_t* grad_pred, cudaStream_t stream) {
-  bce_backward_kernel<scalar_t, acc_of<scalar_t>>
-      <<<blocks, kThreads, 0, stream>>>(grad_loss, pred, layout, reduction, grad_pred);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  SPOOFLOSS_LAUNCH(blocks, kThreads, 0, stream, bce_backward_kernel<scalar_t, acc_of<scalar_t>>)(
+      grad_loss, pred, layout, reduction, grad_pred);
+  SPOOFLOSS_LAUNCH_CHECK();
 }
 
 #define SPOOFLOSS_INSTANTIATE_BCE(scalar_t)                                                                     \

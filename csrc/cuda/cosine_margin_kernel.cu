@@ -18,9 +18,8 @@
 // kernels reject, cannot be reported without one here, so they turn that
 // utterance's loss, score and gradients into NaN instead (never a silent
 // wrong loss).
-#include <c10/cuda/CUDAException.h>
-
 #include "../math.h"
+#include "device_runtime.h"
 #include "device_utils.cuh"
 #include "launch.h"
 
@@ -62,7 +61,7 @@ __device__ inline BlockShape block_shape(int64_t packs_per_row) {
 template <typename scalar_t, typename acc_t, int VEC>
 __global__ void __launch_bounds__(kThreads) pool_chunks_kernel(
     const scalar_t* __restrict__ emb, const CosineLayout layout, int64_t frames_per_chunk, acc_t* __restrict__ partial) {
-  extern __shared__ unsigned char shared_bytes[];
+  SPOOFLOSS_DYNAMIC_SHARED(unsigned char, shared_bytes);
   acc_t* rows_sum = reinterpret_cast<acc_t*>(shared_bytes);  // [kThreads, VEC]
   const int64_t b = blockIdx.x;
   const int64_t chunk = blockIdx.y;
@@ -155,7 +154,7 @@ __global__ void __launch_bounds__(kThreads) cosine_epilogue_kernel(
     const acc_t* __restrict__ partial, int64_t chunks, const acc_t* __restrict__ centers, const CosineLayout layout,
     Epilogue epilogue, const MarginParams<acc_t> params, int64_t score_center, acc_t* __restrict__ loss_per_utterance,
     acc_t* __restrict__ score, acc_t* __restrict__ pooled) {
-  __shared__ acc_t shared[kThreads / kWarp * RowSums<acc_t>::kCount];
+  SPOOFLOSS_SHARED_ARRAY(acc_t, shared, kThreads / kWarp * RowSums<acc_t>::kCount);
   const int64_t b = blockIdx.x;
   const int64_t dim = layout.dim;
   const int num_centers = static_cast<int>(layout.num_centers);
@@ -190,8 +189,8 @@ __global__ void __launch_bounds__(kThreads) backward_coefficients_kernel(
     const acc_t* __restrict__ grad_loss, const acc_t* __restrict__ pooled, const acc_t* __restrict__ centers,
     const CosineLayout layout, Epilogue epilogue, Reduction reduction, const MarginParams<acc_t> params,
     int64_t score_target, acc_t* __restrict__ frame_grad, acc_t* __restrict__ alpha, acc_t* __restrict__ g_cos) {
-  __shared__ acc_t shared[kThreads / kWarp * RowSums<acc_t>::kCount];
-  __shared__ acc_t coefficients[kMaxCenters + 1];  // alpha_k / L, beta / L
+  SPOOFLOSS_SHARED_ARRAY(acc_t, shared, kThreads / kWarp * RowSums<acc_t>::kCount);
+  SPOOFLOSS_SHARED_ARRAY(acc_t, coefficients, kMaxCenters + 1);  // alpha_k / L, beta / L
   const int64_t b = blockIdx.x;
   const int64_t dim = layout.dim;
   const int num_centers = static_cast<int>(layout.num_centers);
@@ -301,22 +300,23 @@ void launch_cosine_forward(
   const int64_t frames_per_chunk = ceil_div(layout.frames, chunks);
   const dim3 grid(static_cast<unsigned>(layout.batch), static_cast<unsigned>(chunks));
   if (can_pack<scalar_t>(emb, layout.dim, layout.emb_stride_batch, layout.emb_stride_time)) {
-    pool_chunks_kernel<scalar_t, acc_t, vec>
-        <<<grid, kThreads, kThreads * vec * sizeof(acc_t), stream>>>(emb, layout, frames_per_chunk, partial);
+    SPOOFLOSS_LAUNCH(grid, kThreads, kThreads * vec * sizeof(acc_t), stream, pool_chunks_kernel<scalar_t, acc_t, vec>)(
+        emb, layout, frames_per_chunk, partial);
   } else {
-    pool_chunks_kernel<scalar_t, acc_t, 1>
-        <<<grid, kThreads, kThreads * sizeof(acc_t), stream>>>(emb, layout, frames_per_chunk, partial);
+    SPOOFLOSS_LAUNCH(grid, kThreads, kThreads * sizeof(acc_t), stream, pool_chunks_kernel<scalar_t, acc_t, 1>)(
+        emb, layout, frames_per_chunk, partial);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  cosine_epilogue_kernel<acc_t><<<static_cast<unsigned>(layout.batch), kThreads, 0, stream>>>(
+  SPOOFLOSS_LAUNCH_CHECK();
+  SPOOFLOSS_LAUNCH(static_cast<unsigned>(layout.batch), kThreads, 0, stream, cosine_epilogue_kernel<acc_t>)(
       partial, chunks, centers, layout, epilogue, params, score_center, loss_per_utterance, score, pooled);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  SPOOFLOSS_LAUNCH_CHECK();
 }
 
 template <typename acc_t>
 void launch_reduce_loss(const acc_t* values, int64_t n, bool mean, acc_t* loss, cudaStream_t stream) {
-  sum_kernel<acc_t><<<1, kThreads, 0, stream>>>(values, n, mean ? static_cast<acc_t>(n) : acc_t(1), loss);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  SPOOFLOSS_LAUNCH(1, kThreads, 0, stream, sum_kernel<acc_t>)(
+      values, n, mean ? static_cast<acc_t>(n) : acc_t(1), loss);
+  SPOOFLOSS_LAUNCH_CHECK();
 }
 
 template <typename scalar_t>
@@ -327,23 +327,24 @@ void launch_cosine_backward(
     acc_of<scalar_t>* g_cos, scalar_t* grad_emb, acc_of<scalar_t>* grad_centers, cudaStream_t stream) {
   using acc_t = acc_of<scalar_t>;
   constexpr int vec = packed_width<scalar_t>();
-  backward_coefficients_kernel<acc_t><<<static_cast<unsigned>(layout.batch), kThreads, 0, stream>>>(
+  SPOOFLOSS_LAUNCH(static_cast<unsigned>(layout.batch), kThreads, 0, stream, backward_coefficients_kernel<acc_t>)(
       grad_loss, pooled, centers, layout, epilogue, reduction, params, score_target, frame_grad, alpha, g_cos);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  SPOOFLOSS_LAUNCH_CHECK();
   const int64_t frames_per_chunk = ceil_div(layout.frames, chunks);
   const dim3 grid(static_cast<unsigned>(layout.batch), static_cast<unsigned>(chunks));
   if (can_pack<scalar_t>(grad_emb, layout.dim, layout.emb_stride_batch, layout.emb_stride_time)) {
-    broadcast_frames_kernel<scalar_t, acc_t, vec><<<grid, kThreads, 0, stream>>>(
+    SPOOFLOSS_LAUNCH(grid, kThreads, 0, stream, broadcast_frames_kernel<scalar_t, acc_t, vec>)(
         frame_grad, layout, frames_per_chunk, grad_emb);
   } else {
-    broadcast_frames_kernel<scalar_t, acc_t, 1><<<grid, kThreads, 0, stream>>>(
+    SPOOFLOSS_LAUNCH(grid, kThreads, 0, stream, broadcast_frames_kernel<scalar_t, acc_t, 1>)(
         frame_grad, layout, frames_per_chunk, grad_emb);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  SPOOFLOSS_LAUNCH_CHECK();
   const int64_t elements = layout.num_centers * layout.dim;
-  center_gradient_kernel<acc_t><<<static_cast<unsigned>(ceil_div(elements, kThreads)), kThreads, 0, stream>>>(
+  const unsigned center_blocks = static_cast<unsigned>(ceil_div(elements, kThreads));
+  SPOOFLOSS_LAUNCH(center_blocks, kThreads, 0, stream, center_gradient_kernel<acc_t>)(
       pooled, centers, alpha, g_cos, layout.batch, layout.dim, layout.num_centers, grad_centers);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  SPOOFLOSS_LAUNCH_CHECK();
 }
 
 #define SPOOFLOSS_INSTANTIATE_COSINE(scalar_t)                                                                     \

@@ -2,12 +2,11 @@
 // dispatch and registration. The kernels are in cosine_margin_kernel.cu.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "../common.h"
+#include "host_runtime.h"
 #include "launch.h"
 
 namespace spoofloss {
@@ -15,7 +14,7 @@ namespace {
 
 int64_t time_chunks_here(const CosineLayout& layout) {
   return cuda::time_chunks(
-      layout.batch, layout.frames, layout.dim, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
+      layout.batch, layout.frames, layout.dim, cuda::multiprocessor_count());
 }
 
 // Forward of the loss and the score (args.per_utterance undefined).
@@ -23,7 +22,7 @@ void run_cosine_forward(
     const CosineForwardArgs& args, Epilogue epilogue, double scale, double margin_bonafide, double margin_spoof,
     int64_t bonafide_label, int64_t score_target) {
   const int64_t chunks = time_chunks_here(args.layout);
-  at::Tensor partial = at::empty({args.layout.batch, chunks, args.layout.dim}, args.pooled.options());
+  at::Tensor partial = cuda::empty_scratch({args.layout.batch, chunks, args.layout.dim}, args.pooled.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.emb.scalar_type(), "cosine_forward_cuda", [&] {
     using acc_t = cuda::acc_of<scalar_t>;
     cuda::launch_cosine_forward<scalar_t>(
@@ -31,7 +30,7 @@ void run_cosine_forward(
         margin_params<acc_t>(scale, margin_bonafide, margin_spoof, bonafide_label),
         math::score_center(epilogue, bonafide_label, score_target), chunks, partial.mutable_data_ptr<acc_t>(),
         args.per_utterance.defined() ? args.per_utterance.mutable_data_ptr<acc_t>() : nullptr,
-        args.score.mutable_data_ptr<acc_t>(), args.pooled.mutable_data_ptr<acc_t>(), at::cuda::getCurrentCUDAStream());
+        args.score.mutable_data_ptr<acc_t>(), args.pooled.mutable_data_ptr<acc_t>(), cuda::current_stream());
   });
 }
 
@@ -39,8 +38,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_margin_loss_cuda(
     const at::Tensor& emb, const at::Tensor& centers, const at::Tensor& label, const c10::optional<at::Tensor>& lengths,
     int64_t epilogue, double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label,
     int64_t reduction) {
-  const c10::cuda::CUDAGuard device_guard(emb.device());
+  // Validation first: a guard taken on a CPU tensor's device would fail with
+  // CUDA's message instead of the library's.
   const auto args = prepare_cosine_forward(emb, centers, label, lengths, epilogue, bonafide_label, reduction);
+  const cuda::DeviceGuard device_guard(emb.device());
   run_cosine_forward(
       args, static_cast<Epilogue>(epilogue), scale, margin_bonafide, margin_spoof, bonafide_label, /*score_target=*/0);
   if (static_cast<Reduction>(reduction) == Reduction::kNone) {
@@ -51,16 +52,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_margin_loss_cuda(
   AT_DISPATCH_FLOATING_TYPES(loss.scalar_type(), "cosine_margin_loss_cuda_reduce", [&] {
     cuda::launch_reduce_loss<scalar_t>(
         args.per_utterance.const_data_ptr<scalar_t>(), args.layout.batch, mean, loss.mutable_data_ptr<scalar_t>(),
-        at::cuda::getCurrentCUDAStream());
+        cuda::current_stream());
   });
   return {loss, args.score, args.pooled};
 }
 
 std::tuple<at::Tensor, at::Tensor> cosine_score_cuda(
     const at::Tensor& emb, const at::Tensor& centers, const c10::optional<at::Tensor>& lengths, int64_t center_index) {
-  const c10::cuda::CUDAGuard device_guard(emb.device());
   const auto kCosine = static_cast<int64_t>(Epilogue::kCosine);
   const auto args = prepare_cosine_forward(emb, centers, c10::nullopt, lengths, kCosine, center_index, 0);
+  const cuda::DeviceGuard device_guard(emb.device());
   run_cosine_forward(args, Epilogue::kCosine, 1.0, 0.0, 0.0, 0, center_index);
   return {args.score, args.pooled};
 }
@@ -70,15 +71,15 @@ std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_cuda(
     const c10::optional<at::Tensor>& label, const c10::optional<at::Tensor>& lengths, c10::SymIntArrayRef emb_sizes,
     c10::ScalarType emb_dtype, int64_t epilogue, double scale, double margin_bonafide, double margin_spoof,
     int64_t bonafide_label, int64_t reduction) {
-  const c10::cuda::CUDAGuard device_guard(pooled.device());
   const auto args = prepare_cosine_backward(
       grad_loss, pooled, centers, label, lengths, emb_sizes, emb_dtype, epilogue, bonafide_label, reduction);
+  const cuda::DeviceGuard device_guard(pooled.device());
   const auto& layout = args.layout;
   const auto options = args.pooled.options();
   // Scratch: the per-utterance gradient row and the centre-gradient coefficients.
-  at::Tensor frame_grad = at::empty({layout.batch, layout.dim}, options);
-  at::Tensor alpha = at::empty({layout.batch, kMaxCenters}, options);
-  at::Tensor g_cos = at::empty({layout.batch, kMaxCenters}, options);
+  at::Tensor frame_grad = cuda::empty_scratch({layout.batch, layout.dim}, options);
+  at::Tensor alpha = cuda::empty_scratch({layout.batch, kMaxCenters}, options);
+  at::Tensor g_cos = cuda::empty_scratch({layout.batch, kMaxCenters}, options);
   const int64_t chunks = time_chunks_here(layout);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, emb_dtype, "cosine_margin_loss_backward_cuda", [&] {
     using acc_t = cuda::acc_of<scalar_t>;
@@ -88,14 +89,14 @@ std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_cuda(
         static_cast<Reduction>(reduction), margin_params<acc_t>(scale, margin_bonafide, margin_spoof, args.bonafide_label),
         args.score_target, chunks, frame_grad.mutable_data_ptr<acc_t>(), alpha.mutable_data_ptr<acc_t>(),
         g_cos.mutable_data_ptr<acc_t>(), args.grad_emb.mutable_data_ptr<scalar_t>(),
-        args.grad_centers.mutable_data_ptr<acc_t>(), at::cuda::getCurrentCUDAStream());
+        args.grad_centers.mutable_data_ptr<acc_t>(), cuda::current_stream());
   });
   return args.finish();
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(spoofloss, CUDA, m) {
+TORCH_LIBRARY_IMPL(spoofloss, SPOOFLOSS_CUDA_DISPATCH_KEY, m) {
   m.impl("cosine_margin_loss", &cosine_margin_loss_cuda);
   m.impl("cosine_score", &cosine_score_cuda);
   m.impl("_cosine_margin_loss_backward", &cosine_margin_loss_backward_cuda);

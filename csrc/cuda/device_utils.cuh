@@ -2,8 +2,7 @@
 // reduction tree (deterministic), aligned vector access, and launch geometry.
 #pragma once
 
-#include <cuda_runtime.h>
-
+#include "device_runtime.h"
 #include "launch.h"
 
 #include <cstdint>
@@ -48,7 +47,7 @@ __device__ inline void block_sum(T (&values)[N], T* shared) {
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) sum_kernel(
     const acc_t* __restrict__ values, int64_t n, acc_t divisor, acc_t* __restrict__ out) {
-  __shared__ acc_t shared[kThreads / kWarp];
+  SPOOFLOSS_SHARED_ARRAY(acc_t, shared, kThreads / kWarp);
   acc_t total[1] = {acc_t(0)};
   for (int64_t i = threadIdx.x; i < n; i += kThreads) total[0] += values[i];
   block_sum(total, shared);
@@ -63,11 +62,13 @@ struct alignas(sizeof(T) * VEC) Packed {
 
 template <typename T, int VEC>
 __device__ inline Packed<T, VEC> load_packed(const T* address) {
+  SPOOFLOSS_CHECK_ALIGNED(address, sizeof(Packed<T, VEC>), "vector load");
   return *reinterpret_cast<const Packed<T, VEC>*>(address);
 }
 
 template <typename T, int VEC>
 __device__ inline void store_packed(T* address, const Packed<T, VEC>& packed) {
+  SPOOFLOSS_CHECK_ALIGNED(address, sizeof(Packed<T, VEC>), "vector store");
   *reinterpret_cast<Packed<T, VEC>*>(address) = packed;
 }
 

@@ -5,7 +5,11 @@
 #pragma once
 
 #include <ATen/OpMathType.h>
+#ifdef SPOOFLOSS_CUDA_EMULATION
+#include "emulation/api.h"  // cudaStream_t of the emulated device
+#else
 #include <cuda_runtime_api.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
