@@ -13,15 +13,58 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from typing import Optional
 
 import pytest
 import torch
 
+import kernel_coverage
+
 HAS_CUDA = torch.cuda.is_available()
 NO_CUDA_REASON = "no CUDA GPU on this machine"
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+
+
+def _emulated_cuda() -> bool:
+    try:
+        import spoofloss
+    except ImportError:  # tests/test_import_errors.py covers a missing library
+        return False
+    return bool(spoofloss.build_info().get("cuda_emulation", False))
+
+
+# The emulated-CUDA build (SPOOFLOSS_CUDA_EMULATION=1) runs the CUDA kernels for
+# CPU tensors: tests of backend-specific behaviour expect CUDA's there.
+EMULATED_CUDA = _emulated_cuda()
+
+
+def runs_cuda_kernels(device: str) -> bool:
+    """Whether the ops run their CUDA kernels on ``device``: on a GPU, or on the
+    CPU of the emulated build. (The CPU kernels raise on a bad label or length;
+    the CUDA kernels, which cannot without a host synchronisation, give NaN.)"""
+    return device == "cuda" or EMULATED_CUDA
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """On the emulated-CUDA build: print which CUDA kernels ran with which
+    dtypes; with SPOOFLOSS_REQUIRE_KERNEL_COVERAGE=1, fail the run when one
+    did not (tests/kernel_coverage.py)."""
+    if not EMULATED_CUDA or not os.path.isdir(kernel_coverage.SOURCE_DIR):
+        return
+    import spoofloss
+
+    lines, missing = kernel_coverage.report(spoofloss._C.emulation.coverage())
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        for line in lines:
+            reporter.write_line(line)
+    if missing and os.environ.get("SPOOFLOSS_REQUIRE_KERNEL_COVERAGE") == "1":
+        if reporter is not None:
+            reporter.write_line("kernel coverage FAILED: " + "; ".join(missing), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_configure(config):
