@@ -4,12 +4,21 @@
 #      cuobjdump that the library holds code for every arch of TORCH_CUDA_ARCH_LIST
 #      (default "8.0;9.0" -> sm_80, sm_90), then run pytest (GPU tests skip without a GPU);
 #   2. CPU-only build from a clean build folder (SPOOFLOSS_CPU_ONLY=1), pytest again;
-#   3. the CMake build of the op library (CPU only) into build/cmake + its smoke check;
-#   4. scripts/check_wheel.sh: a wheel built in a clean copy, installed into a fresh
+#   3. emulated-CUDA build (SPOOFLOSS_CUDA_EMULATION=1: the CUDA kernels on an
+#      emulated device, for CPU tensors): the whole suite (scheduling seed 1, 132
+#      multiprocessors) with every kernel required to have run with every dtype,
+#      then the parity tests again under seed 2 and 108 multiprocessors;
+#   4. the emulated build with AddressSanitizer + UBSan: the parity tests;
+#   5. the CMake build of the op library (CPU only) into build/cmake + its smoke check;
+#   6. scripts/check_wheel.sh: a wheel built in a clean copy, installed into a fresh
 #      venv, and the CPU tests run against it.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k binary -x).
 # Environment: TORCH_CUDA_ARCH_LIST, MAX_JOBS, NVCC_THREADS (see setup.py),
 # SPOOFLOSS_SKIP_CUDA=1 skips stage 1.
+
+# The tests that compare every op against the float64 reference: the ones the
+# emulated build repeats under a second seed and under the sanitizers.
+PARITY_TESTS=(tests/test_ops.py tests/test_losses.py tests/test_modules.py tests/test_emulation.py)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -57,7 +66,8 @@ build_package() {
     # setup.py's own report of what it decided (printed once per setup.py run)
     grep -F '[spoofloss setup]' "$log" | sed 's/^ *//' | awk '!seen[$0]++' || true
     echo "$label build took $((SECONDS - t0)) s"
-    python - <<'PY' || fail "spoofloss._C does not import after the $label build"
+    # (a sanitized library loads only with the sanitizer runtimes preloaded: $RUN_ENV)
+    env ${RUN_ENV:-} python - <<'PY' || fail "spoofloss._C does not import after the $label build"
 import spoofloss._C as C
 print("built", C.__file__)
 if hasattr(C, "build_info"):
@@ -93,7 +103,7 @@ PY
 }
 
 # ---------------------------------------------------------------- 1. CUDA build
-stage "1/4 CUDA build + cuobjdump check + pytest"
+stage "1/6 CUDA build + cuobjdump check + pytest"
 torch_cuda="$(python -c 'import torch; print(torch.version.cuda or "")')"
 if [ "${SPOOFLOSS_SKIP_CUDA:-0}" = 1 ]; then
     echo "SKIPPED: SPOOFLOSS_SKIP_CUDA=1"
@@ -131,7 +141,7 @@ fi
 stage_done
 
 # ---------------------------------------------------------------- 2. CPU-only build
-stage "2/4 clean CPU-only build + pytest"
+stage "2/6 clean CPU-only build + pytest"
 # Clean: the CPU build's object folder, the built library, leftovers of
 # non-editable builds. (CUDA objects live apart in build/temp-cuda-*: they never
 # reach a CPU-only build, and keeping them makes the next stage 1 incremental.)
@@ -142,8 +152,32 @@ python -c 'import spoofloss._C as C, sys; sys.exit(1 if getattr(C, "build_info",
 run_pytest "$@"
 stage_done
 
-# ---------------------------------------------------------------- 3. CMake build
-stage "3/4 CMake build (CPU only) + smoke check"
+# ---------------------------------------------------------------- 3. emulated CUDA
+stage "3/6 emulated-CUDA build + pytest (2 seeds, 2 multiprocessor counts)"
+rm -f python/spoofloss/_C*.so
+SPOOFLOSS_CUDA_EMULATION=1 SPOOFLOSS_CPU_ONLY=0 FORCE_CUDA=0 build_package emulated
+python -c 'import spoofloss, sys; sys.exit(0 if spoofloss.build_info()["cuda_emulation"] else 1)' \
+    || fail "SPOOFLOSS_CUDA_EMULATION=1 produced a build that does not report cuda_emulation"
+echo "--- whole suite, scheduling seed 1, 132 multiprocessors (an H100 SXM)"
+SPOOFLOSS_EMULATION_SEED=1 SPOOFLOSS_EMULATED_MULTIPROCESSORS=132 SPOOFLOSS_REQUIRE_KERNEL_COVERAGE=1 run_pytest "$@"
+echo "--- parity tests, scheduling seed 2, 108 multiprocessors (an A100)"
+SPOOFLOSS_EMULATION_SEED=2 SPOOFLOSS_EMULATED_MULTIPROCESSORS=108 run_pytest "${PARITY_TESTS[@]}" "$@"
+stage_done
+
+# ---------------------------------------------------------------- 4. sanitizers
+stage "4/6 emulated-CUDA build with AddressSanitizer + UBSan + parity tests"
+RUN_ENV="LD_PRELOAD=$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+RUN_ENV="$RUN_ENV ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1"
+SPOOFLOSS_CUDA_EMULATION=1 SPOOFLOSS_SANITIZE=1 SPOOFLOSS_CPU_ONLY=0 FORCE_CUDA=0 build_package emulated-sanitized
+# shellcheck disable=SC2086
+env $RUN_ENV SPOOFLOSS_EMULATION_SEED=3 python -m pytest -q -ra "${PARITY_TESTS[@]}" "$@" \
+    || fail "pytest failed under the sanitizers (an AddressSanitizer or UBSan report above, or a failing test)"
+RUN_ENV=""
+rm -f python/spoofloss/_C*.so  # a sanitized library is not one to leave installed
+stage_done
+
+# ---------------------------------------------------------------- 5. CMake build
+stage "5/6 CMake build (CPU only) + smoke check"
 cmake_log="$LOG_DIR/cmake-configure.log"
 generator=()
 if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi
@@ -161,8 +195,8 @@ cmake --build build/cmake ${MAX_JOBS:+--parallel "$MAX_JOBS"} || fail "cmake bui
 (cd build/cmake && ctest --output-on-failure) || fail "the CMake library's smoke check failed"
 stage_done
 
-# ---------------------------------------------------------------- 4. wheel
-stage "4/4 wheel: build, fresh venv, pytest against the installed package"
+# ---------------------------------------------------------------- 6. wheel
+stage "6/6 wheel: build, fresh venv, pytest against the installed package"
 bash scripts/check_wheel.sh "$@" || fail "the wheel check failed"
 stage_done
 
