@@ -241,7 +241,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (FileFormatError, UsageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    _print(out)
+    try:
+        _print(out)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into head
+        sys.stderr.close()
+        return 0
     if args.json:
         try:
             with open(args.json, "w") as f:

@@ -79,29 +79,33 @@ class Progress:
         sys.stderr.flush()
 
 
-def read_bytes(path: str, progress: Progress) -> bytes:
+_SPARE = 64  # NUL bytes kept after the data, so that a field gather never runs past it
+
+
+def read_bytes(path: str, progress: Progress) -> np.ndarray:
+    """The file's bytes as uint8, followed by _SPARE NUL bytes (not part of the result's
+    length: ``result.base`` holds them)."""
     try:
         size = os.path.getsize(path)
-        out = bytearray(size)
+        out = bytearray(size + _SPARE)
         view = memoryview(out)
         done = 0
         with open(path, "rb") as f:
             while done < size:
-                got = f.readinto(view[done: done + (64 << 20)])
+                got = f.readinto(view[done: min(size, done + (64 << 20))])
                 if not got:
                     break
                 done += got
                 progress.say(f"reading {path}: {done >> 20} of {size >> 20} MiB", size, final=done >= size)
     except OSError as exc:
         raise FileFormatError(path, None, f"cannot read the file ({exc.strerror or exc})") from None
-    if done < size:
-        del out[done:]
-    return bytes(out)
+    return np.frombuffer(out, dtype=np.uint8)[:done]
 
 
 class Table:
     """The fields of a text table: ``start``/``end`` byte offsets [n, C] of every field
-    of the n data lines, and the line number of each (1-based)."""
+    of the n data lines, and their line numbers (1-based): an array, or the number of the
+    first when they follow each other."""
 
     def __init__(self, path: str, buf: np.ndarray, columns: List[str], start, end, lines):
         self.path, self.buf, self.columns = path, buf, columns
@@ -119,7 +123,7 @@ class Table:
         return gather_fields(self.buf, self.start[:, c], self.end[:, c], width)
 
     def line(self, row: int) -> int:
-        return int(self.lines[row])
+        return int(self.lines[row]) if isinstance(self.lines, np.ndarray) else self.lines + row
 
 
 def gather_fields(buf: np.ndarray, start: np.ndarray, end: np.ndarray, width: Optional[int] = None) -> np.ndarray:
@@ -127,16 +131,14 @@ def gather_fields(buf: np.ndarray, start: np.ndarray, end: np.ndarray, width: Op
     length = end - start
     w = int(length.max()) if n else 1
     w = max(w if width is None else max(width, w), 1)
-    out = np.zeros((n, w), dtype=np.uint8)
-    cols = np.arange(w)
-    step = max(1, (16 << 20) // w)  # index blocks of ~16M entries
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        idx = start[lo:hi, None] + cols
-        keep = cols < length[lo:hi, None]
-        block = buf[np.minimum(idx, buf.size - 1)]
-        block[~keep] = 0
-        out[lo:hi] = block
+    base = buf.base if isinstance(buf.base, np.ndarray) and buf.base.size >= buf.size + w else None
+    padded = np.frombuffer(base, dtype=np.uint8) if base is not None else np.concatenate([buf, np.zeros(w, np.uint8)])
+    # rows of a sliding-window view: one copy of w bytes per field, no index per byte
+    out = np.lib.stride_tricks.sliding_window_view(padded, w)[start]
+    short = length < w
+    if short.any():  # bytes past a field's end become NUL (numpy's padding of S<w>)
+        rows = np.flatnonzero(short)
+        out[rows] *= np.arange(w) < length[rows, None]
     return out.view(f"S{w}").reshape(n)
 
 
@@ -144,7 +146,7 @@ def _split_lines(buf: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     newlines = np.flatnonzero(buf == 10)
     ends = newlines if (buf.size and buf[-1] == 10) else np.append(newlines, buf.size)
     starts = np.concatenate([[0], newlines + 1])[: ends.size]
-    return starts.astype(np.int64), ends.astype(np.int64)
+    return starts, ends
 
 
 def _tab_fields(buf, starts, ends, n_columns):
@@ -191,8 +193,7 @@ def _whitespace_fields(path, buf, starts, ends):
 
 def read_table(path: str, kind: str, required: Sequence[str], progress: Progress) -> Table:
     """Read ``path``; ``required`` canonical columns must be in its header."""
-    data = read_bytes(path, progress)
-    buf = np.frombuffer(data, dtype=np.uint8)
+    buf = read_bytes(path, progress)
     starts, ends = _split_lines(buf)
     # the header: the first line that is not blank
     header_row = 0
@@ -219,11 +220,12 @@ def read_table(path: str, kind: str, required: Sequence[str], progress: Progress
             raise FileFormatError(path, header_row + 1, f"the header names the column {name!r} twice")
         seen.add(name)
     n_col = len(names)
-    line_numbers = np.arange(header_row + 2, starts.size + 1, dtype=np.int64)
     body_starts, body_ends = starts[header_row + 1:], ends[header_row + 1:]
     fields = _tab_fields(buf, body_starts, body_ends, n_col) if body_starts.size else (
         np.zeros((0, n_col), np.int64), np.zeros((0, n_col), np.int64))
+    line_numbers = header_row + 2
     if fields is None:
+        line_numbers = np.arange(header_row + 2, starts.size + 1, dtype=np.int64)
         begins, stops, first, count = _whitespace_fields(path, buf, body_starts, body_ends)
         nonblank = count > 0
         wrong = np.flatnonzero(nonblank & (count != n_col))
@@ -277,10 +279,13 @@ def parse_scores(table: Table, column: str, allow_absent: bool = False) -> Optio
 
 def parse_labels(table: Table, column: str, allowed: Sequence[str]) -> np.ndarray:
     """Index into ``allowed`` of each field (int64)."""
-    text = table.text(column)
+    width = max(len(v) for v in allowed)
+    text = table.text(column, width)
+    words = _words(text)
     codes = np.full(len(text), -1, dtype=np.int64)
     for code, value in enumerate(allowed):
-        codes[text == value.encode()] = code
+        want = _words(np.array([value.encode()], dtype=text.dtype))[0]
+        codes[(words == want).all(axis=1)] = code
     bad = np.flatnonzero(codes < 0)
     if bad.size:
         row = int(bad[0])
@@ -288,6 +293,17 @@ def parse_labels(table: Table, column: str, allowed: Sequence[str]) -> np.ndarra
                               f"unknown {column} {text[row].decode('utf-8', 'replace')!r}; expected one of "
                               f"{', '.join(allowed)}")
     return codes
+
+
+def _words(text: np.ndarray) -> np.ndarray:
+    """uint64 [n, ceil(width / 8)]: the bytes of each fixed-width string, NUL-padded."""
+    n, w = text.shape[0], text.dtype.itemsize
+    words = (w + 7) // 8
+    if w == words * 8:
+        return text.view(np.uint64).reshape(n, words)
+    raw = np.zeros((n, words * 8), dtype=np.uint8)
+    raw[:, :w] = text.view(np.uint8).reshape(n, w)
+    return raw.view(np.uint64)
 
 
 def categories(text: np.ndarray) -> Tuple[np.ndarray, List[str]]:
@@ -301,24 +317,23 @@ def categories(text: np.ndarray) -> Tuple[np.ndarray, List[str]]:
 
 
 def _unique(text: np.ndarray) -> Tuple[List[str], np.ndarray]:
-    h = _hash(text)
-    uniq, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    h = torch.from_numpy(_hash(text).view(np.int64))
+    uniq, inverse = torch.unique(h, return_inverse=True)
+    first = torch.full((uniq.numel(),), len(text), dtype=torch.int64).scatter_reduce_(
+        0, inverse, torch.arange(len(text)), "amin").numpy()
+    inverse = inverse.numpy()
     if not np.array_equal(text, text[first][inverse]):  # a hash collision: exact (slower) way
         uniq_text, inverse = np.unique(text, return_inverse=True)
         return [v.decode("utf-8", "replace") for v in uniq_text.tolist()], inverse.reshape(-1)
-    return [v.decode("utf-8", "replace") for v in text[first].tolist()], inverse.reshape(-1)
+    return [v.decode("utf-8", "replace") for v in text[first].tolist()], inverse
 
 
 def _hash(text: np.ndarray) -> np.ndarray:
     """64-bit hash of each fixed-width byte string (multiply-xorshift over 8-byte words)."""
-    n, w = text.shape[0], text.dtype.itemsize
-    words = (w + 7) // 8
-    raw = np.zeros((n, words * 8), dtype=np.uint8)
-    raw[:, :w] = text.view(np.uint8).reshape(n, w)
-    raw = raw.view(np.uint64)
-    h = np.full(n, 0x9E3779B97F4A7C15, dtype=np.uint64)
+    raw = _words(text)
+    h = np.full(raw.shape[0], 0x9E3779B97F4A7C15, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for k in range(words):
+        for k in range(raw.shape[1]):
             h ^= raw[:, k]
             h *= np.uint64(0xBF58476D1CE4E5B9)
             h ^= h >> np.uint64(31)
@@ -342,39 +357,30 @@ def join_columns(parts: Sequence[np.ndarray]) -> np.ndarray:
     return out.view(f"S{out.shape[1]}").reshape(n)
 
 
-def _duplicates(ids: np.ndarray, hashes: torch.Tensor) -> Optional[Tuple[int, int]]:
-    """First pair of rows (i < j) holding the same id, or None."""
-    sorted_h, order = torch.sort(hashes, stable=True)
-    same = torch.nonzero(sorted_h[1:] == sorted_h[:-1]).reshape(-1)
-    if same.numel() == 0:
-        return None
-    order_np = order.numpy()
-    pairs = [(int(order_np[k]), int(order_np[k + 1])) for k in same.tolist()]
-    pairs = [p for p in pairs if ids[p[0]] == ids[p[1]]]
-    return min(pairs, key=lambda p: p[1]) if pairs else None
-
-
 def match(score_ids: np.ndarray, scores: Table, key_ids: np.ndarray, key: Table, what: str) -> np.ndarray:
     """For each score row, its key row (int64).  Errors name duplicates, scored trials the
     key lacks, and key trials without a score (the package requires the same trials)."""
     width = max(score_ids.dtype.itemsize, key_ids.dtype.itemsize)
-    score_ids = score_ids.astype(f"S{width}")
-    key_ids = key_ids.astype(f"S{width}")
-    hs = torch.from_numpy(_hash(score_ids).view(np.int64))
+    score_ids = score_ids.astype(f"S{width}", copy=False)
+    key_ids = key_ids.astype(f"S{width}", copy=False)
     hk = torch.from_numpy(_hash(key_ids).view(np.int64))
-    for ids, h, table in ((key_ids, hk, key), (score_ids, hs, scores)):
-        dup = _duplicates(ids, h)
-        if dup is not None:
-            raise FileFormatError(table.path, table.line(dup[1]),
-                                  f"{what} {ids[dup[1]].decode('utf-8', 'replace')!r} appears again "
-                                  f"(first on line {table.line(dup[0])})")
+    sorted_hk, order = torch.sort(hk)
+    # duplicates in the key: equal neighbours among the sorted hashes, checked byte for byte
+    same = torch.nonzero(sorted_hk[1:] == sorted_hk[:-1]).reshape(-1)
+    if same.numel():
+        pairs = [tuple(sorted((int(order[k]), int(order[k + 1])))) for k in same.tolist()]
+        pairs = [p for p in pairs if key_ids[p[0]] == key_ids[p[1]]]
+        if pairs:
+            first, again = min(pairs, key=lambda p: p[1])
+            raise FileFormatError(key.path, key.line(again),
+                                  f"{what} {key_ids[again].decode('utf-8', 'replace')!r} appears again "
+                                  f"(first on line {key.line(first)})")
     if len(score_ids) == len(key_ids) and np.array_equal(score_ids, key_ids):
         return np.arange(len(key_ids))  # same trials in the same order
-    sorted_hk, order = torch.sort(hk)
-    pos = torch.searchsorted(sorted_hk, hs).clamp_(max=max(len(key_ids) - 1, 0))
-    found = (sorted_hk[pos] == hs).numpy() if len(key_ids) else np.zeros(len(score_ids), bool)
-    rows = order[pos].numpy() if len(key_ids) else np.zeros(len(score_ids), np.int64)
-    found &= key_ids[rows] == score_ids  # byte for byte
+    hs = torch.from_numpy(_hash(score_ids).view(np.int64))
+    pos = torch.searchsorted(sorted_hk, hs).clamp_(max=len(key_ids) - 1)
+    rows = order[pos].numpy()
+    found = (sorted_hk[pos] == hs).numpy() & (key_ids[rows] == score_ids)  # byte for byte
     if not found.all():
         # a name missing from the key, or (rarely) two names with one hash: match exactly
         key_order = np.argsort(key_ids, kind="stable")
@@ -386,10 +392,17 @@ def match(score_ids: np.ndarray, scores: Table, key_ids: np.ndarray, key: Table,
         raise FileFormatError(scores.path, scores.line(row),
                               f"{what} {score_ids[row].decode('utf-8', 'replace')!r} is not in the key file "
                               f"{key.path}")
+    # duplicates in the scores: two rows on one key row
+    uses = np.bincount(rows, minlength=len(key_ids))
+    if (uses > 1).any():
+        twice = np.flatnonzero(uses[rows] > 1)
+        first = int(twice[0])
+        again = int(twice[1:][rows[twice[1:]] == rows[first]][0])
+        raise FileFormatError(scores.path, scores.line(again),
+                              f"{what} {score_ids[again].decode('utf-8', 'replace')!r} appears again "
+                              f"(first on line {scores.line(first)})")
     if len(key_ids) > len(score_ids):
-        scored = np.zeros(len(key_ids), dtype=bool)
-        scored[rows] = True
-        row = int(np.flatnonzero(~scored)[0])
+        row = int(np.flatnonzero(uses == 0)[0])
         raise FileFormatError(key.path, key.line(row),
                               f"{what} {key_ids[row].decode('utf-8', 'replace')!r} has no score in {scores.path} "
                               f"({len(key_ids) - len(score_ids):,} key trial(s) unscored; the score file must "
