@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -156,6 +156,7 @@ def _tab_fields(buf, starts, ends, n_columns):
     cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13)
     ends = ends - cr
     tabs = np.flatnonzero(buf == 9)
+    tabs = tabs[np.searchsorted(tabs, starts[0]):]  # the body's tabs (not the header's)
     k = n_columns - 1
     if tabs.size != k * starts.size:
         return None
@@ -378,7 +379,11 @@ def match(score_ids: np.ndarray, scores: Table, key_ids: np.ndarray, key: Table,
     if len(score_ids) == len(key_ids) and np.array_equal(score_ids, key_ids):
         return np.arange(len(key_ids))  # same trials in the same order
     hs = torch.from_numpy(_hash(score_ids).view(np.int64))
-    pos = torch.searchsorted(sorted_hk, hs).clamp_(max=len(key_ids) - 1)
+    # searching sorted needles walks the key's hashes in order (cache-friendly): several
+    # times faster than searching them in file order
+    sorted_hs, by_hash = torch.sort(hs)
+    pos = torch.empty_like(by_hash)
+    pos[by_hash] = torch.searchsorted(sorted_hk, sorted_hs).clamp_(max=len(key_ids) - 1)
     rows = order[pos].numpy()
     found = (sorted_hk[pos] == hs).numpy() & (key_ids[rows] == score_ids)  # byte for byte
     if not found.all():
