@@ -1,15 +1,18 @@
-"""Benchmark of spoofloss.metrics (EER / minDCF on 10^6 and 10^7 scores).
+"""Benchmark of spoofloss.metrics (Track 1 metrics on 10^6 and 10^7 scores, and the command
+``python -m spoofloss.metrics`` end to end on a 10^7-line score file).
 
-Compared implementations (all on the same random scores, ~10 % bona fide):
+Compared implementations (all on the same random scores, ~10 % bona fide), timed in
+interleaved rounds (round r times every contender once), so that a machine shared with
+other jobs slows them alike:
 
 * ``spoofloss eer``        - spoofloss.metrics.eer (one stable sort + cumulative counts);
 * ``spoofloss all``        - DetectionMetrics.compute(): EER, minDCF, actDCF and Cllr from
                              one sort (plus update() of the data in batches of 4096, timed
                              separately as ``update``);
-* ``numpy challenge``      - the ASVspoof package's formulas in numpy float64 (concatenate,
-                             argsort(kind="mergesort"), cumsum), EER + minDCF; the minDCF is
-                             vectorised here (the package loops in Python, which would add
-                             seconds per 10^7 trials);
+* ``numpy challenge``      - the ASVspoof package's formulas restated in numpy float64
+                             (concatenate, argsort(kind="mergesort"), cumsum): EER, minDCF,
+                             actDCF and CLLR; the minDCF is vectorised here (the package loops
+                             in Python, which would add seconds per 10^7 trials);
 * ``speechbrain-style``    - a RE-IMPLEMENTATION (not SpeechBrain's code) of SpeechBrain's
                              EER algorithm: every unique score and every midpoint between
                              two is a threshold, and a thresholds x trials comparison matrix
@@ -18,11 +21,17 @@ Compared implementations (all on the same random scores, ~10 % bona fide):
                              where that fits in half of the free memory; elsewhere the table
                              says how much it would need.
 
-Each entry is the median (and min) of ``--repeats`` runs after one warm-up run.
+* ``command``              - ``--command N``: writes an N-line score file and its key (two
+                             columns, and a second key with an attack column: 32 attacks)
+                             and times ``python -m spoofloss.metrics`` end to end (process
+                             start, read, parse, match, score, print), interleaved.
+
+Each entry is the median (and min) of ``--repeats`` rounds after one warm-up run.
 Usage::
 
     python benchmarks/bench_metrics.py                    # 1e6 and 1e7 on the CPU (+ GPU if present)
     python benchmarks/bench_metrics.py --sizes 1e4 3e4 1e6 --device cpu --repeats 5
+    python benchmarks/bench_metrics.py --sizes 1e7 --command 1e7 --json benchmarks/results/cpu-amd-epyc/metrics-<date>.json
 """
 
 from __future__ import annotations
@@ -40,12 +49,14 @@ import torch
 
 try:
     from spoofloss import metrics
-except ImportError:  # the package's __init__ needs the compiled library: load the file itself
+except ImportError:  # the package's __init__ needs the compiled library: load the subpackage itself
     import importlib.util
 
-    _path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python", "spoofloss", "metrics.py")
-    _spec = importlib.util.spec_from_file_location("spoofloss_metrics_standalone", _path)
+    _dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python", "spoofloss", "metrics")
+    _spec = importlib.util.spec_from_file_location("spoofloss_metrics_standalone", os.path.join(_dir, "__init__.py"),
+                                                   submodule_search_locations=[_dir])
     metrics = importlib.util.module_from_spec(_spec)
+    sys.modules[_spec.name] = metrics
     _spec.loader.exec_module(metrics)
 
 
@@ -65,7 +76,11 @@ def numpy_challenge(bona: np.ndarray, spoof: np.ndarray, p_spoof=0.05, c_miss=1.
     eer = (miss[i] + fa[i]) / 2
     p_tar = 1 - p_spoof
     min_dcf = np.min(c_miss * miss * p_tar + c_fa * fa * (1 - p_tar)) / min(c_miss * p_tar, c_fa * (1 - p_tar))
-    return float(eer), float(min_dcf)
+    thr = -np.log(c_miss * (1 - p_spoof) / (c_fa * p_spoof))
+    act = (c_miss * (1 - p_spoof) * np.mean(bona < thr) + c_fa * p_spoof * np.mean(spoof >= thr)) / min(
+        c_fa * p_spoof, c_miss * (1 - p_spoof))
+    cllr = 0.5 * (np.mean(np.log1p(np.exp(-bona))) + np.mean(np.log1p(np.exp(spoof)))) / np.log(2)
+    return float(eer), float(min_dcf), float(act), float(cllr)
 
 
 # ---------------------------------------------------------------------------------------
@@ -100,8 +115,9 @@ def free_bytes(device: torch.device) -> int:
 
 
 # ---------------------------------------------------------------------------------------
-def timed(fn, repeats: int, device: torch.device):
-    def once():
+def interleaved(contenders, repeats: int, device: torch.device):
+    """name -> (median s, min s, last output); one warm-up each, then rounds."""
+    def once(fn):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
@@ -110,12 +126,13 @@ def timed(fn, repeats: int, device: torch.device):
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0, out
 
-    once()  # warm-up
-    times, out = [], None
+    outs = {name: once(fn)[1] for name, fn in contenders.items()}  # warm-up
+    times = {name: [] for name in contenders}
     for _ in range(repeats):
-        dt, out = once()
-        times.append(dt)
-    return statistics.median(times), min(times), out
+        for name, fn in contenders.items():
+            dt, outs[name] = once(fn)
+            times[name].append(dt)
+    return {name: (statistics.median(times[name]), min(times[name]), outs[name]) for name in contenders}
 
 
 def make_data(n: int, seed: int = 0):
@@ -132,14 +149,10 @@ def bench(sizes, devices, repeats: int):
         scores, labels = make_data(n)
         bona = scores[labels == 1].double().numpy()
         spoof = scores[labels == 0].double().numpy()
-        med, best, (np_eer, np_dcf) = timed(lambda: numpy_challenge(bona, spoof), repeats, torch.device("cpu"))
-        rows.append(dict(n=n, impl="numpy challenge (EER+minDCF)", device="cpu", median_s=med, min_s=best,
-                         eer=np_eer, min_dcf=np_dcf))
         for dev in devices:
             device = torch.device(dev)
             s, lab = scores.to(device), labels.to(device)
-            med, best, (e, _) = timed(lambda: metrics.eer(s, lab), repeats, device)
-            rows.append(dict(n=n, impl="spoofloss eer", device=dev, median_s=med, min_s=best, eer=e))
+            s64 = s.double()
 
             def stream():
                 m = metrics.DetectionMetrics()
@@ -147,16 +160,31 @@ def bench(sizes, devices, repeats: int):
                     m.update(s[i:i + 4096], lab[i:i + 4096])
                 return m
 
-            med, best, m = timed(stream, repeats, device)
-            rows.append(dict(n=n, impl=f"DetectionMetrics.update x{(n + 4095) // 4096}", device=dev,
-                             median_s=med, min_s=best))
-            med, best, r = timed(m.compute, repeats, device)
-            rows.append(dict(n=n, impl="spoofloss all (compute: EER, minDCF, actDCF, Cllr)", device=dev,
-                             median_s=med, min_s=best, eer=r["eer"], min_dcf=r["min_dcf"]))
+            metric = stream()
+            metric64 = metrics.DetectionMetrics()
+            metric64.update(s64, lab)
+            contenders = {
+                "numpy challenge (EER, minDCF, actDCF, Cllr)": lambda: numpy_challenge(bona, spoof),
+                "spoofloss eer": lambda: metrics.eer(s, lab),
+                f"DetectionMetrics.update x{(n + 4095) // 4096}": stream,
+                "spoofloss all Track 1 (compute: EER, minDCF, actDCF, Cllr), float32": metric.compute,
+                "spoofloss all Track 1, float64 scores (as files give)": metric64.compute,
+            }
+            got = interleaved(contenders, repeats, device)
+            for name, (med, best, out) in got.items():
+                row = dict(n=n, impl=name, device=dev if not name.startswith("numpy") else "cpu",
+                           median_s=med, min_s=best)
+                if name.startswith("numpy"):
+                    row.update(eer=out[0], min_dcf=out[1], act_dcf=out[2], cllr=out[3])
+                elif name == "spoofloss eer":
+                    row.update(eer=out[0])
+                elif name.startswith("spoofloss all"):
+                    row.update(eer=out["eer"], min_dcf=out["min_dcf"], act_dcf=out["act_dcf"], cllr=out["cllr"])
+                rows.append(row)
             need = speechbrain_style_bytes(n)
             if need < free_bytes(device) // 2:
                 pos, neg = s[lab == 1], s[lab == 0]
-                med, best, e = timed(lambda: speechbrain_style_eer(pos, neg), repeats, device)
+                med, best, e = interleaved({"sb": lambda: speechbrain_style_eer(pos, neg)}, repeats, device)["sb"]
                 rows.append(dict(n=n, impl="speechbrain-style EER (re-impl.)", device=dev, median_s=med,
                                  min_s=best, eer=e))
             else:
@@ -166,22 +194,89 @@ def bench(sizes, devices, repeats: int):
     return rows
 
 
+def write_challenge_files(directory: str, n: int, seed: int = 0):
+    """An n-line CM score file in random order, its key, and the key with an attack column."""
+    rng = np.random.default_rng(seed)
+    bona = rng.random(n) < 0.1
+    score = rng.normal(size=n) + 2 * bona
+    names = np.char.add("E_", np.char.zfill(np.arange(n).astype("U10"), 10))
+    order = rng.permutation(n)
+    paths = {k: os.path.join(directory, k + ".tsv") for k in ("scores", "key", "key_attack")}
+    with open(paths["scores"], "w") as f:
+        f.write("filename\tcm-score\n")
+        f.write("\n".join(np.char.add(np.char.add(names[order], "\t"), np.char.mod("%.6f", score[order])).tolist()))
+        f.write("\n")
+    label = np.where(bona, "bonafide", "spoof")
+    attack = np.where(bona, "bonafide", np.char.add("A", np.char.zfill(rng.integers(1, 33, n).astype("U2"), 2)))
+    lines = np.char.add(np.char.add(names, "\t"), label)
+    with open(paths["key"], "w") as f:
+        f.write("filename\tcm-label\n" + "\n".join(lines.tolist()) + "\n")
+    with open(paths["key_attack"], "w") as f:
+        f.write("filename\tcm-label\tattack\n" + "\n".join(np.char.add(np.char.add(lines, "\t"), attack).tolist())
+                + "\n")
+    return paths
+
+
+def bench_command(n: int, repeats: int):
+    import subprocess
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        paths = write_challenge_files(tmp, n)
+        print(f"(wrote the {n:,}-line files in {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python")]
+            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+
+        def command(key):
+            def run():
+                done = subprocess.run([sys.executable, "-m", "spoofloss.metrics", "--cm", paths["scores"], "--cm_key",
+                                       paths[key], "--quiet"], capture_output=True, text=True, env=env)
+                if done.returncode:
+                    raise RuntimeError(done.stderr)
+                return done.stdout
+            return run
+
+        got = interleaved({"command, key filename + cm-label": command("key"),
+                           "command, key with attack column (32 attacks, per-attack table)": command("key_attack")},
+                          repeats, torch.device("cpu"))
+        for name, (med, best, out) in got.items():
+            rows.append(dict(n=n, impl=f"python -m spoofloss.metrics: {name}", device="cpu", median_s=med, min_s=best,
+                             summary=out.split("\n")[2:6]))
+    return rows
+
+
 def print_table(rows, repeats):
     print(f"torch {torch.__version__}, numpy {np.__version__}, python {platform.python_version()}, "
           f"{os.cpu_count()} CPU(s), torch threads {torch.get_num_threads()}, median of {repeats} runs"
           + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    head = f"{'N':>10}  {'implementation':<52} {'device':<6} {'median s':>9} {'min s':>9}  {'EER':>10} {'minDCF':>10}"
+    head = f"{'N':>10}  {'implementation':<70} {'device':<6} {'median s':>9} {'min s':>9}  {'EER':>10} {'minDCF':>10}"
     print(head)
     print("-" * len(head))
     for r in rows:
         med = f"{r['median_s']:9.3f}" if r.get("median_s") is not None else f"{'-':>9}"
         best = f"{r['min_s']:9.3f}" if r.get("min_s") is not None else f"{'-':>9}"
-        eer = f"{r['eer']:10.6f}" if "eer" in r else f"{'':>10}"
+        eer = f"{r['eer']:10.6f}" if "eer" in r else f"{'':>10}"  # noqa: E501
         dcf = f"{r['min_dcf']:10.6f}" if "min_dcf" in r else f"{'':>10}"
-        line = f"{r['n']:>10}  {r['impl']:<52} {r['device']:<6} {med} {best}  {eer} {dcf}"
+        line = f"{r['n']:>10}  {r['impl']:<70} {r['device']:<6} {med} {best}  {eer} {dcf}"
         if "note" in r:
             line += f"  {r['note']}"
         print(line)
+
+
+def machine():
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return name
 
 
 def main(argv=None):
@@ -189,6 +284,8 @@ def main(argv=None):
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e6, 1e7])
     parser.add_argument("--device", nargs="+", default=None, help="cpu and/or cuda (default: cpu, and cuda if present)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--command", type=float, default=None, help="also time the command on files of this many lines")
+    parser.add_argument("--command-repeats", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args(argv)
@@ -196,18 +293,28 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     sizes = [int(s) for s in args.sizes]
+    load_before = os.getloadavg()
     rows = bench(sizes, devices, args.repeats)
+    if args.command:
+        rows += bench_command(int(args.command), args.command_repeats)
     print_table(rows, args.repeats)
-    # the spoofloss EER must equal the challenge formula's on the same scores
+    # the spoofloss numbers must equal the challenge formulas' on the same scores
     for n in sizes:
-        ref = [r["eer"] for r in rows if r["n"] == n and r["impl"].startswith("numpy")][0]
+        ref = [r for r in rows if r["n"] == n and r["impl"].startswith("numpy")][0]
         for r in rows:
-            if r["n"] == n and r["impl"].startswith("spoofloss") and abs(r["eer"] - ref) > 1e-12:
-                print(f"MISMATCH at N={n}: {r['impl']} on {r['device']} EER {r['eer']} != numpy {ref}")
-                return 1
+            if r["n"] == n and r["impl"].startswith("spoofloss"):
+                for key in ("eer", "min_dcf", "act_dcf"):
+                    if key in r and abs(r[key] - ref[key]) > 1e-12:
+                        print(f"MISMATCH at N={n}: {r['impl']} on {r['device']} {key} {r[key]} != numpy {ref[key]}")
+                        return 1
     if args.json:
+        meta = dict(machine=machine(), cpus=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                    torch=torch.__version__, numpy=np.__version__, python=platform.python_version(),
+                    repeats=args.repeats, command_repeats=args.command_repeats,
+                    load_average_before=load_before, load_average_after=os.getloadavg(),
+                    note="medians of interleaved rounds; the machine is shared with other jobs (see the load averages)")
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump(dict(meta=meta, rows=rows), f, indent=1)
     return 0
 
 

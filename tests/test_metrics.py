@@ -498,6 +498,11 @@ def test_min_tdcf_against_numpy_reference(n, seed, kind, version):
     got = metrics.asv_error_rates(torch.from_numpy(tar), torch.from_numpy(non), torch.from_numpy(spf))
     assert got == pytest.approx(r, abs=0) and got["threshold"] == r["threshold"]
 
+    if np.unique(s).size < 3:  # hard decisions: the package stops with an error, so do we
+        with pytest.raises(ValueError, match=f"only {np.unique(s).size} distinct score"):
+            metrics.min_tdcf(torch.from_numpy(s), torch.from_numpy(lab), pfa_asv=r["pfa_asv"],
+                             pmiss_asv=r["pmiss_asv"], pfa_spoof_asv=r["pfa_spoof_asv"], version=version)
+        return
     ref, ref_thr = np_min_tdcf(b, sp, r["pfa_asv"], r["pmiss_asv"], r["pmiss_spoof_asv"], r["pfa_spoof_asv"], version)
     v, thr = metrics.min_tdcf(
         torch.from_numpy(s), torch.from_numpy(lab), asv_target_scores=torch.from_numpy(tar),

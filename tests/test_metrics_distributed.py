@@ -31,6 +31,16 @@ def make_data(n, seed, ties):
 CASES = [(1037, 1000, False), (1037, 37, True), (500, 0, False), (500, 500, True), (64, 32, True)]
 
 
+def track2_data(n=1000):
+    rng = np.random.default_rng(7)
+    lab = rng.choice([1, 0, 2], size=n, p=[0.4, 0.25, 0.35])
+    cm = np.round(rng.normal(size=n) + 2 * (lab != 2), 2)
+    asv = np.round(rng.normal(size=n) + 3 * (lab == 1) + (lab == 2), 2)
+    return dict(scores=torch.from_numpy(cm).float(), groups=torch.from_numpy(rng.integers(0, 5, n)),
+                asv_scores=torch.from_numpy(asv), asv_labels=torch.from_numpy(lab),
+                sasv_scores=torch.from_numpy(np.round(cm + asv, 2)))
+
+
 def _worker(rank, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
@@ -43,6 +53,12 @@ def _worker(rank, init_file, out_dir):
                 stop = min(hi, start + 97)
                 metric.update(s[start:stop].float() if rank else s[start:stop], lab[start:stop])
             results.append({"local": len(metric), "result": metric.compute()})
+        # Track 2 fields and attack groups, rank 0 holding 300 trials and rank 1 the rest
+        t2 = track2_data()
+        lo, hi = (0, 300) if rank == 0 else (300, t2["scores"].numel())
+        metric = metrics.DetectionMetrics()
+        metric.update(**{k: v[lo:hi] for k, v in t2.items()})
+        results.append({"track2": metric.compute()})
         # an error on one rank only is reported on every rank (no rank is left waiting)
         metric = metrics.DetectionMetrics()
         bad = torch.tensor([0.2, float("nan") if rank == 1 else 0.3], dtype=torch.float64)
@@ -72,5 +88,10 @@ def test_two_process_gloo_equals_single_process(tmp_path):
             got = per_rank[r][i]
             assert got["local"] == (n0 if r == 0 else n - n0)
             assert got["result"] == want, (i, r)
+    single = metrics.DetectionMetrics()
+    single.update(**track2_data())
+    want = single.compute()
+    assert len(want["groups"]) == 5 and "t_eer" in want and "a_dcf" in want
     for r in range(WORLD):
+        assert per_rank[r][-2]["track2"] == want, r
         assert "scores must be finite" in per_rank[r][-1]["error"]

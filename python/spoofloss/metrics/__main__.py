@@ -1,0 +1,7 @@
+"""``python -m spoofloss.metrics --cm SCORES --cm_key KEYS`` (see cli.py)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

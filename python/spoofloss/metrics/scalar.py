@@ -1,0 +1,208 @@
+"""Countermeasure (Track 1) metrics: EER, minDCF, actDCF, CLLR and the DET curve.
+
+Definitions of the ASVspoof 5 evaluation package (``calculate_modules.py``: compute_eer,
+compute_mindcf, compute_actDCF, calculate_CLLR; defaults of ``calculate_metrics.py``):
+
+    DET point k (k = 0 .. N, see det.py for the order):
+        miss(k) = bona fide among the first k sorted trials / N_bonafide
+        fa(k)   = spoof not among them / N_spoof
+        thr(k)  = k-th smallest score, thr(0) = smallest score - 0.001
+    EER      = (miss + fa) / 2 at the first k minimising |miss - fa|
+    minDCF   = min_k [Cmiss miss(k) (1 - Pspoof) + Cfa fa(k) Pspoof] / min(Cmiss (1 - Pspoof), Cfa Pspoof)
+    actDCF   = the same cost at the Bayes threshold -log(Cmiss (1 - Pspoof) / (Cfa Pspoof)) of
+               log-likelihood-ratio scores (bona fide missed below it, spoof accepted at or above)
+    CLLR     = 0.5 (mean_bf log(1 + e^-s) + mean_spoof log(1 + e^s)) / log 2
+
+With Pspoof = 0.05, Cmiss = 1, Cfa = 10.  Each function here works on
+:class:`~spoofloss.metrics.det.SortedTrials` and returns one value per segment, so the
+pooled call and the grouped results of :class:`DetectionMetrics` share the code.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+
+from ._inputs import TensorLike, prepare
+from .det import FIRST_THRESHOLD_OFFSET, SortedTrials, det_rates, sort_trials
+
+# class codes of the two-class curves: bona fide sorts before spoof among equal scores
+BONAFIDE_CODE, SPOOF_CODE = 0, 1
+
+
+def dcf_weights(p_spoof: float, c_miss: float, c_fa: float) -> Tuple[float, float, float]:
+    """(p_target, c_def, p_nontarget) of the DCF, after checking the parameters."""
+    if not (0.0 < p_spoof < 1.0):
+        raise ValueError(f"p_spoof must be in (0, 1), got {p_spoof!r}")
+    if not (c_miss > 0 and c_fa > 0):
+        raise ValueError(f"c_miss and c_fa must be > 0, got c_miss={c_miss!r}, c_fa={c_fa!r}")
+    p_target = 1 - p_spoof
+    c_def = min(c_miss * p_target, c_fa * (1 - p_target))
+    return p_target, c_def, 1 - p_target
+
+
+def sort_cm(scores: torch.Tensor, is_bf: torch.Tensor) -> SortedTrials:
+    return sort_trials(scores, (~is_bf).to(torch.int64), 2)
+
+
+def unsorted_cm(is_bf: torch.Tensor) -> SortedTrials:
+    """The trials in input order, one segment: enough for the metrics that need no order
+    (actDCF, CLLR), which then sum in the input order."""
+    codes = (~is_bf).to(torch.int64)
+    return SortedTrials(None, codes, False, 2, torch.bincount(codes, minlength=2).reshape(1, 2))
+
+
+# ---------------------------------------------------------------------------------------
+# per-segment metrics
+# ---------------------------------------------------------------------------------------
+def eer_of(st: SortedTrials, miss: torch.Tensor, fa: torch.Tensor):
+    """EER [G] and its threshold [G] (compute_eer)."""
+    pos, _ = st.first_min((miss - fa).abs_(), 1.0)  # |miss - fa| = 1 at k = 0
+    value = (st.take(miss, pos, 0.0) + st.take(fa, pos, 1.0)) / 2
+    return value, st.thresholds(pos, FIRST_THRESHOLD_OFFSET)
+
+
+def min_dcf_of(st: SortedTrials, miss, fa, p_spoof: float, c_miss: float, c_fa: float):
+    """Normalised minDCF [G] and its threshold [G] (compute_mindcf)."""
+    p_target, c_def, p_non = dcf_weights(p_spoof, c_miss, c_fa)
+    # the package's association: (Cmiss * frr) * p_target + (Cfa * far) * (1 - p_target)
+    cost = (miss * c_miss).mul_(p_target)
+    cost.add_((fa * c_fa).mul_(p_non))
+    initial = (c_miss * 0.0) * p_target + (c_fa * 1.0) * p_non
+    pos, best = st.first_min(cost, initial)
+    return best / c_def, st.thresholds(pos, FIRST_THRESHOLD_OFFSET)
+
+
+def act_dcf_of(st: SortedTrials, p_spoof: float, c_miss: float, c_fa: float, scores64=None):
+    """Normalised actDCF [G] and the Bayes threshold (compute_actDCF)."""
+    dcf_weights(p_spoof, c_miss, c_fa)
+    beta = c_miss * (1 - p_spoof) / (c_fa * p_spoof)
+    threshold = -math.log(beta)
+    if scores64 is None:
+        scores64 = st.scores()
+    below = scores64 < threshold  # float64: the exact comparison
+    is_bf = st.codes == BONAFIDE_CODE
+    n_missed = st.segment_sum((below & is_bf).to(torch.float64))  # bona fide below: missed
+    n_accepted = st.segment_sum((~below & ~is_bf).to(torch.float64))  # spoof at or above: accepted
+    rate_miss = n_missed / st.class_count(BONAFIDE_CODE)
+    rate_fa = n_accepted / st.class_count(SPOOF_CODE)
+    value = c_miss * (1 - p_spoof) * rate_miss + c_fa * p_spoof * rate_fa
+    return value / min(c_fa * p_spoof, c_miss * (1 - p_spoof)), threshold
+
+
+def cllr_of(st: SortedTrials, scores64=None) -> torch.Tensor:
+    """CLLR [G] in bits (calculate_CLLR)."""
+    if scores64 is None:
+        scores64 = st.scores()
+    # w = -llr for bona fide, +llr for spoof; -log sigmoid(-w) = softplus(w)
+    #   = max(w, 0) + log1p(exp(-|w|)): no overflow (the package's log1p(exp(w)) gives
+    # inf beyond w = 709), and no linear cut-off as in torch's softplus (threshold 20).
+    is_bf = st.codes == BONAFIDE_CODE
+    w = torch.where(is_bf, -scores64, scores64)
+    tail = torch.abs(w)
+    tail.neg_().exp_().log1p_()
+    nls = w.clamp_min_(0).add_(tail)
+    sum_bf = st.segment_sum(torch.where(is_bf, nls, 0.0))
+    sum_sp = st.segment_sum(torch.where(is_bf, 0.0, nls))
+    return 0.5 * (sum_bf / st.class_count(BONAFIDE_CODE) + sum_sp / st.class_count(SPOOF_CODE)) / math.log(2)
+
+
+# ---------------------------------------------------------------------------------------
+# public functions (one set of trials)
+# ---------------------------------------------------------------------------------------
+def _sorted(scores, labels, bonafide_label) -> Tuple[SortedTrials, torch.Tensor, torch.Tensor]:
+    s, is_bf, _, _ = prepare(scores, labels, bonafide_label)
+    st = sort_cm(s, is_bf)
+    return st, s, is_bf
+
+
+def det_curve(
+    scores: TensorLike, labels: TensorLike, bonafide_label: int = 1
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The package's DET curve: ``(miss, fa, thresholds)``, float64 tensors of length N + 1
+    on the scores' device (see the package docstring for the exact definition)."""
+    st, _, _ = _sorted(scores, labels, bonafide_label)
+    miss, fa = det_rates(st)
+    one = torch.ones(1, dtype=torch.float64, device=st.device)
+    sorted_scores = st.scores()
+    return (
+        torch.cat([one * 0.0, miss]),
+        torch.cat([one, fa]),
+        torch.cat([sorted_scores[:1] - FIRST_THRESHOLD_OFFSET, sorted_scores]),
+    )
+
+
+def eer(scores: TensorLike, labels: TensorLike, bonafide_label: int = 1) -> Tuple[float, float]:
+    """Equal error rate and its threshold, as ASVspoof's ``compute_eer``.
+
+    Over the DET curve, the first point minimising ``|miss - fa|``; the EER is the mean of
+    the two rates there and the threshold the score at that point.
+
+    Returns:
+        ``(eer, threshold)`` as Python floats; ``eer`` is a fraction in [0, 1].
+    """
+    st, _, _ = _sorted(scores, labels, bonafide_label)
+    value, thr = eer_of(st, *det_rates(st))
+    value, thr = torch.cat([value, thr]).tolist()
+    return value, thr
+
+
+def min_dcf(
+    scores: TensorLike,
+    labels: TensorLike,
+    p_spoof: float = 0.05,
+    c_miss: float = 1.0,
+    c_fa: float = 10.0,
+    bonafide_label: int = 1,
+) -> Tuple[float, float]:
+    """Normalised minimum DCF of ASVspoof 5 track 1.
+
+    ``min_k [c_miss * miss(k) * (1 - p_spoof) + c_fa * fa(k) * p_spoof]`` over the DET curve,
+    divided by ``min(c_miss * (1 - p_spoof), c_fa * p_spoof)`` (the cost of the best
+    fixed decision).  Defaults are the challenge's: p_spoof 0.05, c_miss 1, c_fa 10.
+
+    Returns:
+        ``(min_dcf, threshold)`` as Python floats (threshold of the first minimum).
+    """
+    dcf_weights(p_spoof, c_miss, c_fa)
+    st, _, _ = _sorted(scores, labels, bonafide_label)
+    value, thr = min_dcf_of(st, *det_rates(st), p_spoof, c_miss, c_fa)
+    value, thr = torch.cat([value, thr]).tolist()
+    return value, thr
+
+
+def act_dcf(
+    scores: TensorLike,
+    labels: TensorLike,
+    p_spoof: float = 0.05,
+    c_miss: float = 1.0,
+    c_fa: float = 10.0,
+    bonafide_label: int = 1,
+) -> Tuple[float, float]:
+    """Normalised actual DCF of ASVspoof 5 for scores that are log-likelihood ratios
+    (bona fide vs spoof, natural log).
+
+    The Bayes threshold is ``t = -log(beta)``, ``beta = c_miss (1 - p_spoof) / (c_fa p_spoof)``;
+    a bona fide trial is missed when ``score < t`` and a spoof trial accepted when
+    ``score >= t``.  Normalised as :func:`min_dcf`.
+
+    Returns:
+        ``(act_dcf, threshold)`` as Python floats.
+    """
+    dcf_weights(p_spoof, c_miss, c_fa)
+    s, is_bf, _, _ = prepare(scores, labels, bonafide_label)
+    value, thr = act_dcf_of(unsorted_cm(is_bf), p_spoof, c_miss, c_fa, scores64=s.to(torch.float64))
+    return float(value.item()), thr
+
+
+def cllr(scores: TensorLike, labels: TensorLike, bonafide_label: int = 1) -> float:
+    """Log-likelihood-ratio cost in bits, for natural-log LLR scores:
+    ``0.5 * (mean_bf log(1 + e^-s) + mean_spoof log(1 + e^s)) / log 2``.
+
+    Returns:
+        Python float (1.0 for an uninformative system that always outputs 0).
+    """
+    s, is_bf, _, _ = prepare(scores, labels, bonafide_label)
+    return float(cllr_of(unsorted_cm(is_bf), scores64=s.to(torch.float64)).item())
