@@ -136,7 +136,15 @@ else
         fail "missing GPU code for:$missing"
     fi
     echo "OK: device code for every arch in TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST"
-    run_pytest "$@"
+    if python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+        run_pytest "$@"
+    else
+        # Without a GPU this build runs the CPU kernels, which stage 2 tests in full
+        # (and stage 3 runs the CUDA kernels): here only that the library with CUDA
+        # compiled in imports and serves the ops.
+        echo "no GPU: the op and module tests only (the CPU kernels get the whole suite in stage 2)"
+        run_pytest tests/test_ops.py tests/test_modules.py "$@"
+    fi
 fi
 stage_done
 
@@ -169,8 +177,11 @@ stage "4/6 emulated-CUDA build with AddressSanitizer + UBSan + parity tests"
 RUN_ENV="LD_PRELOAD=$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
 RUN_ENV="$RUN_ENV ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1"
 SPOOFLOSS_CUDA_EMULATION=1 SPOOFLOSS_SANITIZE=1 SPOOFLOSS_CPU_ONLY=0 FORCE_CUDA=0 build_package emulated-sanitized
+# gradcheck and opcheck call each op hundreds of times on tiny inputs; what the
+# sanitizers look for (out-of-bounds and undefined behaviour in the kernels) the
+# parity tests reach in every kernel, dtype and layout, at a fifth of the time.
 # shellcheck disable=SC2086
-env $RUN_ENV SPOOFLOSS_EMULATION_SEED=3 python -m pytest -q -ra "${PARITY_TESTS[@]}" "$@" \
+env $RUN_ENV SPOOFLOSS_EMULATION_SEED=3 python -m pytest -q -ra "${PARITY_TESTS[@]}" -k "not gradcheck and not opcheck" "$@" \
     || fail "pytest failed under the sanitizers (an AddressSanitizer or UBSan report above, or a failing test)"
 RUN_ENV=""
 rm -f python/spoofloss/_C*.so  # a sanitized library is not one to leave installed
