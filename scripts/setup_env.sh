@@ -41,7 +41,7 @@ if m:
         want.append(torch_spec)
 elif have is None:
     want.append(torch_spec)
-for dist in ("ninja", "pybind11", "pytest", "numpy", "packaging", "matplotlib", "wheel"):
+for dist in ("ninja", "pybind11", "pytest", "hypothesis", "numpy", "packaging", "matplotlib", "wheel"):
     if installed(dist) is None:
         want.append(dist)
 # pyproject.toml's SPDX license string needs setuptools >= 77
