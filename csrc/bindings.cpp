@@ -31,6 +31,8 @@ void bind_emulation(pybind11::module_& parent) {
   m.def("seed", &emu::seed);
   m.def("set_multiprocessor_count", &emu::set_multiprocessor_count, "what the device reports as its SM count");
   m.def("multiprocessor_count", &emu::multiprocessor_count);
+  m.def("set_max_grid_x", &emu::set_max_grid_x, "the largest grid.x the device accepts");
+  m.def("max_grid_x", &emu::max_grid_x);
   m.def("reset_counters", &emu::reset_counters);
   m.def("counters", [] {
     const auto c = emu::counters();

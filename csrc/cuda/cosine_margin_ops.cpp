@@ -12,23 +12,49 @@
 namespace spoofloss {
 namespace {
 
-int64_t time_chunks_here(const CosineLayout& layout) {
-  return cuda::time_chunks(
-      layout.batch, layout.frames, layout.dim, cuda::multiprocessor_count());
+cuda::CosinePlan plan_for(const CosineLayout& layout, c10::ScalarType emb_dtype) {
+  const int acc_bytes = emb_dtype == at::kDouble ? 8 : 4;
+  return cuda::plan_cosine(
+      layout.batch, layout.frames, layout.dim, static_cast<int>(c10::elementSize(emb_dtype)), acc_bytes,
+      cuda::max_grid_x());
 }
+
+// The scratch buffers of one call carved from one allocation (one trip to the
+// allocator instead of five); each buffer starts 128-byte aligned.
+class ScratchLayout {
+ public:
+  int64_t add(int64_t elements) {
+    const int64_t at = total_;
+    total_ += (elements + kAlign - 1) / kAlign * kAlign;
+    return at;
+  }
+  at::Tensor allocate(const at::TensorOptions& options) const {
+    return cuda::empty_scratch({total_}, options);
+  }
+
+ private:
+  static constexpr int64_t kAlign = 32;  // elements: 128 bytes of float, 256 of double
+  int64_t total_ = 0;
+};
 
 // Forward of the loss and the score (args.per_utterance undefined).
 void run_cosine_forward(
     const CosineForwardArgs& args, Epilogue epilogue, double scale, double margin_bonafide, double margin_spoof,
     int64_t bonafide_label, int64_t score_target) {
-  const int64_t chunks = time_chunks_here(args.layout);
-  at::Tensor partial = cuda::empty_scratch({args.layout.batch, chunks, args.layout.dim}, args.pooled.options());
+  const auto& layout = args.layout;
+  const cuda::CosinePlan plan = plan_for(layout, args.emb.scalar_type());
+  ScratchLayout parts;
+  const int64_t center_sq_at = parts.add(layout.num_centers);
+  const int64_t partial_at = parts.add(layout.batch * plan.chunks * layout.dim);  // [B, chunks, D]
+  at::Tensor scratch = parts.allocate(args.pooled.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.emb.scalar_type(), "cosine_forward_cuda", [&] {
     using acc_t = cuda::acc_of<scalar_t>;
+    acc_t* base = scratch.mutable_data_ptr<acc_t>();
     cuda::launch_cosine_forward<scalar_t>(
-        args.emb.const_data_ptr<scalar_t>(), args.centers.const_data_ptr<acc_t>(), args.layout, epilogue,
+        args.emb.const_data_ptr<scalar_t>(), args.centers.const_data_ptr<acc_t>(), layout, epilogue,
         margin_params<acc_t>(scale, margin_bonafide, margin_spoof, bonafide_label),
-        math::score_center(epilogue, bonafide_label, score_target), chunks, partial.mutable_data_ptr<acc_t>(),
+        math::score_center(epilogue, bonafide_label, score_target), plan,
+        cuda::CosineForwardScratch<acc_t>{base + center_sq_at, base + partial_at},
         args.per_utterance.defined() ? args.per_utterance.mutable_data_ptr<acc_t>() : nullptr,
         args.score.mutable_data_ptr<acc_t>(), args.pooled.mutable_data_ptr<acc_t>(), cuda::current_stream());
   });
@@ -75,21 +101,26 @@ std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_cuda(
       grad_loss, pooled, centers, label, lengths, emb_sizes, emb_dtype, epilogue, bonafide_label, reduction);
   const cuda::DeviceGuard device_guard(pooled.device());
   const auto& layout = args.layout;
-  const auto options = args.pooled.options();
-  // Scratch: the per-utterance gradient row and the centre-gradient coefficients.
-  at::Tensor frame_grad = cuda::empty_scratch({layout.batch, layout.dim}, options);
-  at::Tensor alpha = cuda::empty_scratch({layout.batch, kMaxCenters}, options);
-  at::Tensor g_cos = cuda::empty_scratch({layout.batch, kMaxCenters}, options);
-  const int64_t chunks = time_chunks_here(layout);
+  const cuda::CosinePlan plan = plan_for(layout, emb_dtype);
+  ScratchLayout parts;
+  const int64_t center_sq_at = parts.add(layout.num_centers);
+  const int64_t frame_grad_at = parts.add(layout.batch * layout.dim);  // [B, D]
+  const int64_t alpha_at = parts.add(layout.batch * layout.num_centers);  // [B, C]
+  const int64_t g_cos_at = parts.add(layout.batch * layout.num_centers);  // [B, C]
+  const int64_t partials_at = parts.add(plan.batch_segments * layout.num_centers * layout.dim);  // [S, C, D]
+  at::Tensor scratch = parts.allocate(args.pooled.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, emb_dtype, "cosine_margin_loss_backward_cuda", [&] {
     using acc_t = cuda::acc_of<scalar_t>;
+    acc_t* base = scratch.mutable_data_ptr<acc_t>();
     cuda::launch_cosine_backward<scalar_t>(
         args.grad_loss.const_data_ptr<acc_t>(), args.pooled.const_data_ptr<acc_t>(),
         args.centers.const_data_ptr<acc_t>(), layout, static_cast<Epilogue>(epilogue),
         static_cast<Reduction>(reduction), margin_params<acc_t>(scale, margin_bonafide, margin_spoof, args.bonafide_label),
-        args.score_target, chunks, frame_grad.mutable_data_ptr<acc_t>(), alpha.mutable_data_ptr<acc_t>(),
-        g_cos.mutable_data_ptr<acc_t>(), args.grad_emb.mutable_data_ptr<scalar_t>(),
-        args.grad_centers.mutable_data_ptr<acc_t>(), cuda::current_stream());
+        args.score_target, plan,
+        cuda::CosineBackwardScratch<acc_t>{
+            base + center_sq_at, base + frame_grad_at, base + alpha_at, base + g_cos_at, base + partials_at},
+        args.grad_emb.mutable_data_ptr<scalar_t>(), args.grad_centers.mutable_data_ptr<acc_t>(),
+        cuda::current_stream());
   });
   return args.finish();
 }

@@ -69,6 +69,7 @@ uint64_t env_u64(const char* name, uint64_t fallback) {
 std::atomic<uint64_t> g_seed{env_u64("SPOOFLOSS_EMULATION_SEED", 0)};
 std::atomic<int> g_multiprocessors{static_cast<int>(env_u64("SPOOFLOSS_EMULATED_MULTIPROCESSORS", 132))};
 std::atomic<uint64_t> g_launch_serial{0};
+std::atomic<int64_t> g_max_grid_x{static_cast<int64_t>(kMaxGridX)};
 
 std::mutex g_stats_mutex;
 Counters g_counters;
@@ -514,8 +515,8 @@ std::string check_config(const LaunchConfig& c) {
   const uint64_t threads = uint64_t(c.block.x) * c.block.y * c.block.z;
   if (c.grid.x == 0 || c.grid.y == 0 || c.grid.z == 0) {
     why << "grid " << describe(c.grid) << " is empty";
-  } else if (c.grid.x > kMaxGridX) {
-    why << "grid.x = " << c.grid.x << " exceeds 2^31 - 1";
+  } else if (c.grid.x > static_cast<uint64_t>(g_max_grid_x.load())) {
+    why << "grid.x = " << c.grid.x << " exceeds the device's " << g_max_grid_x.load();
   } else if (c.grid.y > kMaxGridYZ || c.grid.z > kMaxGridYZ) {
     why << "grid " << describe(c.grid) << ": y and z may not exceed 65535";
   } else if (threads == 0) {
@@ -721,6 +722,16 @@ void set_multiprocessor_count(int count) {
 
 int multiprocessor_count() {
   return g_multiprocessors.load();
+}
+
+void set_max_grid_x(int64_t blocks) {
+  TORCH_CHECK_VALUE(
+      blocks >= 1 && static_cast<uint64_t>(blocks) <= kMaxGridX, "max grid x must lie in [1, 2^31 - 1], got ", blocks);
+  g_max_grid_x.store(blocks);
+}
+
+int64_t max_grid_x() {
+  return g_max_grid_x.load();
 }
 
 void reset_counters() {
