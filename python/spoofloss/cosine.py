@@ -48,15 +48,15 @@ class CosineMarginLoss(AbsASVSpoofLoss):
 
     def forward_and_score(self, label: Tensor, emb: Tensor, lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """The loss and ``score`` from one pass over emb (a training step that
-        reports both need not read emb twice); the score carries no gradient."""
+        reports both need not read emb twice). Both are differentiable; a score
+        that is only reported costs no backward pass."""
         _check_inputs(label, emb, lengths)
         scale, margin_bonafide, margin_spoof = self._margins()
         loss, score = ops.cosine_margin_loss_and_score(
             emb, getattr(self, self._centers_name), label, lengths, self._epilogue, scale, margin_bonafide,
             margin_spoof, self.bonafide_label, reduction_code(self.reduction),
         )
-        # the op's backward ignores the score, so say so rather than hand back a silent zero gradient
-        return loss, score.detach()
+        return loss, score
 
 
 def _check_inputs(label, emb, lengths) -> None:

@@ -54,7 +54,7 @@ def cosine_margin_loss_and_score(
     bonafide_label: int,
     reduction: int,
 ) -> tuple[Tensor, Tensor]:
-    """The loss and, from the same pass over emb, the score [B] (not differentiable)."""
+    """The loss and, from the same pass over emb, the score [B] (both differentiable)."""
     loss, score, _ = _ops.cosine_margin_loss.default(
         emb, centers, label, lengths, epilogue, scale, margin_bonafide, margin_spoof, bonafide_label, reduction
     )
@@ -183,3 +183,79 @@ def _binary_cross_entropy_backward_fake(grad_loss, pred, label, bonafide_label, 
     _check_same_device(pred, "pred", grad_loss, "grad_loss")
     torch._check_value(label.numel() == pred.numel(), lambda: "label and pred have different numbers of elements")
     return torch.empty_like(pred, memory_format=torch.contiguous_format)
+
+
+# --- differentiable backward composites, for a backward with create_graph=True ---
+#
+# csrc/autograd.cpp runs the fused backward ops on the first-order path. When a
+# backward records a graph (double backward, gradient penalties) it calls these
+# instead: the first-order gradients as torch ops that autograd can
+# differentiate again, taken from spoofloss.reference (differentiated by
+# autograd), so each loss's math lives in one Python place. Not on any hot path.
+
+_REDUCTION_NAMES = ("none", "mean", "sum")
+_composite_lib = torch.library.Library("spoofloss", "IMPL")  # kept alive: it holds the registrations
+
+
+def _as_variable(t: Tensor) -> Tensor:
+    """t itself where it takes part in a graph, else a leaf copy to differentiate against."""
+    return t if t.requires_grad else t.detach().requires_grad_()
+
+
+def _margin_loss(label, pooled, centers, epilogue, scale, margin_bonafide, margin_spoof, bonafide_label, reduction):
+    from . import reference
+
+    red = _REDUCTION_NAMES[reduction]
+    if epilogue == OC_SOFTMAX:
+        return reference.oc_softmax_loss(label, pooled, centers, None, m_real=margin_bonafide, m_fake=margin_spoof,
+                                         alpha=scale, bonafide_label=bonafide_label, reduction=red)
+    if margin_bonafide == margin_spoof:
+        return reference.am_softmax_loss(label, pooled, centers, None, s=scale, m=margin_bonafide, reduction=red)
+    # the op's AM takes the margin of the utterance's class (bona fide or spoof)
+    per_bonafide = reference.am_softmax_loss(label, pooled, centers, None, s=scale, m=margin_bonafide, reduction="none")
+    per_spoof = reference.am_softmax_loss(label, pooled, centers, None, s=scale, m=margin_spoof, reduction="none")
+    per = torch.where(label.reshape(-1) == bonafide_label, per_bonafide, per_spoof)
+    return {"none": per, "mean": per.mean(), "sum": per.sum()}[red]
+
+
+def _cosine_margin_loss_backward_composite(
+    grad_loss, grad_score, pooled, centers, label, epilogue, scale, margin_bonafide, margin_spoof, bonafide_label,
+    reduction,
+):
+    from . import reference
+
+    x, c = _as_variable(pooled), _as_variable(centers)
+    outputs, upstream = [], []
+    with torch.enable_grad():
+        c_acc = c.to(x.dtype)
+        if grad_loss is not None:
+            if epilogue == COSINE:  # the score op: bonafide_label carries the centre index
+                outputs.append(reference.am_softmax_score(x, c_acc, None, bonafide_label=bonafide_label))
+            else:
+                outputs.append(_margin_loss(label, x, c_acc, epilogue, scale, margin_bonafide, margin_spoof,
+                                            bonafide_label, reduction))
+            upstream.append(grad_loss)
+        if grad_score is not None:  # the loss op's score: the cosine to the bona fide centre
+            outputs.append(reference.am_softmax_score(x, c_acc, None,
+                                                      bonafide_label=bonafide_label if epilogue == AM_SOFTMAX else 0))
+            upstream.append(grad_score)
+        grad_pooled, grad_centers = torch.autograd.grad(outputs, (x, c), upstream, create_graph=True)
+    return grad_pooled, grad_centers
+
+
+def _binary_cross_entropy_backward_composite(grad_loss, pred, label, bonafide_label, reduction):
+    from . import reference
+
+    x = _as_variable(pred)
+    inputs = (x, label) if label.requires_grad else (x,)
+    with torch.enable_grad():
+        loss = reference.binary_loss(x.to(_compute_dtype(x.dtype)), label, bonafide_label=bonafide_label,
+                                     reduction=_REDUCTION_NAMES[reduction])
+        grads = torch.autograd.grad(loss, inputs, grad_loss, create_graph=True)
+    return grads[0], grads[1] if label.requires_grad else label.new_empty(0)
+
+
+_composite_lib.impl("_cosine_margin_loss_backward_composite", _cosine_margin_loss_backward_composite,
+                    "CompositeImplicitAutograd")
+_composite_lib.impl("_binary_cross_entropy_backward_composite", _binary_cross_entropy_backward_composite,
+                    "CompositeImplicitAutograd")
