@@ -279,7 +279,9 @@ C10_HOST_DEVICE inline acc_t reduction_weight(Reduction reduction, const acc_t* 
 // the small u (see binary_target).
 template <typename acc_t>
 C10_HOST_DEVICE inline acc_t bce_with_logits_from_tail(acc_t logit, acc_t target, acc_t complement, acc_t tail) {
-  return (logit > acc_t(0) ? complement * logit : -(target * logit)) + tail;
+  // one product of a selected weight: a select, not a branch (random signs mispredict)
+  const acc_t weight = logit > acc_t(0) ? complement : -target;
+  return weight * logit + tail;
 }
 
 // The same with u = 1 - t (exact for t in [0.5, 1]; within half an ulp of u

@@ -30,24 +30,33 @@ constexpr int64_t kBinaryChunk = 2048;
 constexpr int64_t kTranscendentalCost = 16;
 
 // Targets (1 = bona fide) of elements [start, start + count), checked to lie
-// in [0, 1], and, where `complement` is given, their complements 1 - target
-// (math::binary_target: each rounded once from the label). The label dtype is
-// switched on once per chunk, not per element.
+// in [0, 1], and, where `complement` is given, their complements 1 - target:
+// math::binary_target's values (each rounded once from the label), in loops
+// with no branch on bonafide_label inside, so that they vectorise. The label
+// dtype is switched on once per chunk, not per element.
 template <typename acc_t>
 void load_targets(const BinaryLayout& layout, int64_t start, int64_t count, acc_t* target, acc_t* complement) {
+  // label -> `same`, 1 - label -> `flipped`; either may be null (not wanted)
+  const bool bonafide_one = layout.bonafide_label == 1;
+  acc_t* same = bonafide_one ? target : complement;
+  acc_t* flipped = bonafide_one ? complement : target;
   const auto convert = [&](const auto& label_at) {
-    if (complement == nullptr) {
-      for (int64_t j = 0; j < count; ++j) target[j] = math::bonafide_target<acc_t>(label_at(j), layout.bonafide_label);
-      return;
+    const acc_t nan = math::quiet_nan<acc_t>();
+    if (same != nullptr) {
+      for (int64_t j = 0; j < count; ++j) {
+        const double label = label_at(j);
+        same[j] = label >= 0.0 && label <= 1.0 ? static_cast<acc_t>(label) : nan;
+      }
     }
-    for (int64_t j = 0; j < count; ++j) {
-      const auto both = math::binary_target<acc_t>(label_at(j), layout.bonafide_label);
-      target[j] = both.target;
-      complement[j] = both.complement;
+    if (flipped != nullptr) {
+      for (int64_t j = 0; j < count; ++j) {
+        const double label = label_at(j);
+        flipped[j] = label >= 0.0 && label <= 1.0 ? static_cast<acc_t>(1.0 - label) : nan;
+      }
     }
   };
   const auto typed = [&](const auto* labels) {
-    convert([&](int64_t j) { return static_cast<double>(labels[start + j]); });
+    convert([labels = labels + start](int64_t j) { return static_cast<double>(labels[j]); });
   };
   switch (layout.label_dtype) {
     case at::kLong:
@@ -62,7 +71,7 @@ void load_targets(const BinaryLayout& layout, int64_t start, int64_t count, acc_
     default:
       convert([&](int64_t j) { return math::load_as_double(layout.label, layout.label_dtype, start + j); });
   }
-  bool invalid = false;  // bonafide_target gives NaN outside [0, 1]
+  bool invalid = false;  // NaN outside [0, 1]
   for (int64_t j = 0; j < count; ++j) invalid |= target[j] != target[j];
   if (!invalid) return;
   for (int64_t j = 0; j < count; ++j) {
@@ -133,17 +142,15 @@ at::Tensor binary_cross_entropy_cpu(const at::Tensor& pred, const at::Tensor& la
         logits, args.layout, /*sigmoid=*/false,
         [&](int64_t chunk, int64_t start, int64_t count, const acc_t* target, const acc_t* complement,
             const acc_t* tail) {
-          double sum = 0;
+          // the chunk's losses, then (for mean / sum) their float64 sum: two
+          // loops, so that the first has no reduction in it and vectorises
+          acc_t chunk_losses[kBinaryChunk];
+          acc_t* out = reduce ? chunk_losses : per_element + start;
           for (int64_t j = 0; j < count; ++j) {
-            const acc_t value = math::bce_with_logits_from_tail(
+            out[j] = math::bce_with_logits_from_tail(
                 static_cast<acc_t>(logits[start + j]), target[j], complement[j], tail[j]);
-            if (reduce) {
-              sum += static_cast<double>(value);
-            } else {
-              per_element[start + j] = value;
-            }
           }
-          if (reduce) partial[chunk] = sum;
+          if (reduce) partial[chunk] = cpu::fixed_order_sum(chunk_losses, count);
         });
     if (reduce) {
       double total = cpu::fixed_order_sum(partial.data(), chunks);
