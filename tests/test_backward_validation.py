@@ -203,3 +203,19 @@ def test_binary_arguments(case, device):
     changes = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in changes.items()}
     with raises_naming(name, error=ValueError):
         call_op(BINARY_BACKWARD, spoil(args, **changes))
+
+
+@pytest.mark.parametrize("sizes,pooled_shape", [([4, 5, 0], (4, 0)), ([0, 5, 6], (0, 6)), ([4, 0, 6], (4, 6))],
+                         ids=["D=0", "B=0", "T=0"])
+def test_empty_sizes_on_meta(sizes, pooled_shape):
+    """The fake kernel (every tensor on meta) refuses the same sizes."""
+    args = cosine_backward_args(OC, reduction=MEAN)
+    batch, dim = pooled_shape
+    args = spoil(args, emb_sizes=sizes, pooled=torch.empty(batch, dim, device="meta"),
+                 centers=torch.empty(1, dim, device="meta"), lengths=None,
+                 label=torch.empty(batch, dtype=torch.long, device="meta"), grad_loss=torch.empty((), device="meta"))
+    with raises_naming("emb_sizes", error=ValueError):
+        call_op(BACKWARD, args)
+    emb = torch.empty(*sizes, device="meta")
+    with raises_naming("emb", error=ValueError):
+        torch.ops.spoofloss.cosine_score(emb, torch.empty(2, dim, device="meta"), None, 1)

@@ -117,8 +117,18 @@ def _check_lengths(lengths: Optional[Tensor], batch, owner: Tensor, owner_name: 
                                f"got shape {list(lengths.shape)}")
 
 
+def _check_sizes(sizes, name: str) -> None:
+    """B, T and D of emb (or of emb_sizes) are positive, as csrc/common.cpp checks."""
+    torch._check_value(len(sizes) in (2, 3),
+                       lambda: f"{name} must describe a [B, T, D] or [B, D] emb, got {list(sizes)}")
+    torch._check_value(sizes[0] > 0, lambda: f"{name} {list(sizes)} has an empty batch (B = {sizes[0]})")
+    torch._check_value(sizes[-1] > 0, lambda: f"{name} {list(sizes)} has D = {sizes[-1]}; D must be positive")
+    if len(sizes) == 3:
+        torch._check_value(sizes[1] > 0, lambda: f"{name} {list(sizes)} has T = {sizes[1]} frames; T must be positive")
+
+
 def _check_emb(emb: Tensor, centers: Tensor) -> None:
-    torch._check_value(emb.dim() in (2, 3), lambda: f"emb must have shape [B, T, D] or [B, D], got {list(emb.shape)}")
+    _check_sizes(emb.shape, "emb")
     _check_same_device(emb, "emb", centers, "centers")
     torch._check_value(centers.dim() == 2, lambda: f"centers must have shape [C, D], got {list(centers.shape)}")
     torch._check_value(
@@ -156,8 +166,9 @@ def _cosine_margin_loss_backward_fake(
     margin_spoof, bonafide_label, reduction,
 ):
     _check_enums(epilogue, reduction)
-    torch._check_value(len(emb_sizes) in (2, 3),
-                       lambda: f"emb_sizes must describe a [B, T, D] or [B, D] emb, got {list(emb_sizes)}")
+    _check_sizes(emb_sizes, "emb_sizes")
+    torch._check_value(pooled.dim() == 2 and pooled.shape[0] == emb_sizes[0] and pooled.shape[1] == emb_sizes[-1],
+                       lambda: f"pooled must have shape [{emb_sizes[0]}, {emb_sizes[-1]}], got {list(pooled.shape)}")
     _check_same_device(pooled, "pooled", grad_loss, "grad_loss")
     _check_same_device(pooled, "pooled", centers, "centers")
     if label is not None:
@@ -170,6 +181,7 @@ def _cosine_margin_loss_backward_fake(
 @torch.library.register_fake("spoofloss::binary_cross_entropy")
 def _binary_cross_entropy_fake(pred, label, bonafide_label, reduction):
     _check_enums(0, reduction)
+    torch._check_value(pred.numel() > 0, lambda: f"pred is empty (shape {list(pred.shape)})")
     _check_same_device(pred, "pred", label, "label")
     torch._check_value(label.numel() == pred.numel(), lambda: "label and pred have different numbers of elements")
     shape = (pred.numel(),) if reduction == 0 else ()
