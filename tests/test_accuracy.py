@@ -17,6 +17,9 @@ evaluated in float64; it is first checked against spoofloss.reference (torch's
 BCE with logits in float64), which agrees with it to float64 rounding of the
 terms (torch's float64 form itself cancels by up to |x| * 1e-16, so it cannot
 be the yardstick for the smallest losses).
+
+The grid and B = 1M tests also run on CUDA where a GPU is present: the CUDA
+reductions are held to the same target.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def bce_truth(x: torch.Tensor, label: torch.Tensor, bonafide_label: int) -> torc
 @pytest.mark.parametrize("bonafide_label", [0, 1])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16],
                          ids=["float32", "float64", "bfloat16", "float16"])
-def test_soft_bce_every_element(dtype, bonafide_label):
+def test_soft_bce_every_element(dtype, bonafide_label, device):
     x, t = torch.meshgrid(logit_grid(), target_grid(), indexing="ij")
     pred = x.to(dtype)
     if dtype in (torch.float16, torch.bfloat16):
@@ -78,7 +81,7 @@ def test_soft_bce_every_element(dtype, bonafide_label):
     reference_slack = 4e-16 * (pred.double().abs() + 1)
     assert bool(((reference - truth.flatten()).abs() <= reference_slack.flatten()).all())
 
-    got = ops.binary_cross_entropy(pred, label, bonafide_label, NONE)
+    got = ops.binary_cross_entropy(pred.to(device), label.to(device), bonafide_label, NONE).cpu()
     compute = torch.float64 if dtype == torch.float64 else torch.float32
     assert got.dtype == compute
     # a few ulp of the compute dtype; results below its smallest normal number
@@ -95,10 +98,11 @@ def test_soft_bce_every_element(dtype, bonafide_label):
             f"{got[worst].item()!r}, float64 truth {truth.flatten()[worst].item()!r}")
 
 
-def test_issue_example():
+def test_issue_example(device):
     """x = 1131.8, t = 0.99921: the issue's numbers (4.8e-5 before; torch 1e-8)."""
     x, t = torch.tensor([1131.8]), torch.tensor([0.99921])
     truth = bce_truth(x, t, 1)
+    x, t = x.to(device), t.to(device)
     assert relative_error(ops.binary_cross_entropy(x, t, 1, NONE), truth) <= 1e-7
     # bonafide_label 0 with the complementary label: the target 1 - label is
     # rounded, so the complement must come from the label itself
@@ -113,15 +117,16 @@ BIG = 1 << 20  # B = 1M
 
 
 @pytest.mark.parametrize("reduction", [MEAN, SUM], ids=["mean", "sum"])
-def test_oc_reduction_at_one_million(reduction):
+def test_oc_reduction_at_one_million(reduction, device):
     torch.manual_seed(1)
-    emb, center, label = randn(BIG, 4), randn(1, 4), make_labels(BIG)
+    emb, center, label = randn(BIG, 4, device=device), randn(1, 4, device=device), make_labels(BIG).to(device)
     args = (emb, center, label, None, OC, 20.0, 0.5, 0.2, 1)
     reduced = ops.cosine_margin_loss(*args, reduction)
     per_utterance = ops.cosine_margin_loss(*args, NONE)
     exact = per_utterance.double().sum() / (BIG if reduction == MEAN else 1)
     reduction_error = relative_error(reduced, exact)
-    ref = R.oc_softmax_loss(label, emb.double(), center.double(), reduction="mean" if reduction == MEAN else "sum")
+    ref = R.oc_softmax_loss(label.cpu(), emb.cpu().double(), center.cpu().double(),
+                            reduction="mean" if reduction == MEAN else "sum")
     assert reduction_error <= TARGET_RELATIVE_ERROR, f"the reduction alone: {reduction_error:.2e}"
     assert relative_error(reduced, ref) <= TARGET_RELATIVE_ERROR, f"vs the float64 reference: " \
                                                                   f"{relative_error(reduced, ref):.2e}"
@@ -129,7 +134,7 @@ def test_oc_reduction_at_one_million(reduction):
 
 @pytest.mark.parametrize("case", ["random-soft", "constant"])
 @pytest.mark.parametrize("reduction", [MEAN, SUM], ids=["mean", "sum"])
-def test_binary_reduction_at_one_million(reduction, case):
+def test_binary_reduction_at_one_million(reduction, case, device):
     """"constant": a million equal losses, where a running float32 sum's
     rounding errors all lean the same way."""
     torch.manual_seed(2)
@@ -137,9 +142,10 @@ def test_binary_reduction_at_one_million(reduction, case):
         pred, label = torch.full((BIG,), 2.0), torch.ones(BIG)
     else:
         pred, label = 3 * randn(BIG), torch.rand(BIG)
+    ref = R.binary_loss(pred.double(), label.double(), reduction="mean" if reduction == MEAN else "sum")
+    pred, label = pred.to(device), label.to(device)
     reduced = ops.binary_cross_entropy(pred, label, 1, reduction)
     exact = ops.binary_cross_entropy(pred, label, 1, NONE).double().sum() / (BIG if reduction == MEAN else 1)
-    ref = R.binary_loss(pred.double(), label.double(), reduction="mean" if reduction == MEAN else "sum")
     assert relative_error(reduced, exact) <= TARGET_RELATIVE_ERROR
     assert relative_error(reduced, ref) <= TARGET_RELATIVE_ERROR
 
