@@ -94,6 +94,21 @@ void check_centers(const at::Tensor& centers, Epilogue epilogue, int64_t target,
   }
 }
 
+// The upstream gradient of a loss: [B] for reduction none, one element otherwise,
+// in a floating dtype (it is converted to the compute dtype).
+void check_grad_loss(const at::Tensor& grad_loss, int64_t reduction, int64_t batch) {
+  TORCH_CHECK_VALUE(
+      is_supported_float(grad_loss.scalar_type()), "grad_loss must be float32, float64, float16 or bfloat16, got dtype ",
+      grad_loss.scalar_type());
+  if (reduction == static_cast<int64_t>(Reduction::kNone)) {
+    TORCH_CHECK_VALUE(
+        grad_loss.dim() == 1 && grad_loss.size(0) == batch, "grad_loss must have shape [", batch,
+        "] for reduction none, got ", grad_loss.sizes());
+  } else {
+    TORCH_CHECK_VALUE(grad_loss.numel() == 1, "grad_loss must be a scalar for a reduced loss, got ", grad_loss.sizes());
+  }
+}
+
 }  // namespace
 
 void check_cosine_inputs(
@@ -146,31 +161,36 @@ void check_cosine_backward_inputs(
     int64_t reduction) {
   check_epilogue_and_reduction(epilogue, reduction);
   const auto kind = static_cast<Epilogue>(epilogue);
+  // The sizes first: the kernels divide by D (chunk sizes), B (the mean) and T.
   TORCH_CHECK_VALUE(
       emb_sizes.size() == 2 || emb_sizes.size() == 3, "emb_sizes must describe a [B, T, D] or [B, D] emb, got ",
       emb_sizes);
   const int64_t batch = emb_sizes[0];
   const int64_t dim = emb_sizes.back();
   TORCH_CHECK_VALUE(
-      pooled.dim() == 2 && pooled.size(0) == batch && pooled.size(1) == dim, "pooled must have shape [", batch, ", ",
-      dim, "], got ", pooled.sizes());
+      batch > 0, "emb_sizes ", emb_sizes, " has an empty batch (B = ", batch, "); a loss needs at least one utterance");
+  TORCH_CHECK_VALUE(dim > 0, "emb_sizes ", emb_sizes, " has D = ", dim, "; D must be positive");
+  if (emb_sizes.size() == 3) {
+    TORCH_CHECK_VALUE(emb_sizes[1] > 0, "emb_sizes ", emb_sizes, " has T = ", emb_sizes[1], " frames; T must be positive");
+  }
   TORCH_CHECK_VALUE(
       is_supported_float(emb_dtype), "emb_dtype must be float32, float64, float16 or bfloat16, got ", emb_dtype);
+  TORCH_CHECK_VALUE(
+      pooled.dim() == 2 && pooled.size(0) == batch && pooled.size(1) == dim, "pooled must have shape [", batch, ", ",
+      dim, "] (emb_sizes ", emb_sizes, "), got ", pooled.sizes());
   TORCH_CHECK_VALUE(
       pooled.scalar_type() == compute_dtype(emb_dtype), "pooled has dtype ", pooled.scalar_type(),
       " but an emb of dtype ", emb_dtype, " accumulates in ", compute_dtype(emb_dtype));
   check_same_device(pooled, "pooled", grad_loss, "grad_loss");
   check_same_device(pooled, "pooled", centers, "centers");
   check_centers(centers, kind, target, dim);
-  if (reduction == static_cast<int64_t>(Reduction::kNone)) {
-    TORCH_CHECK_VALUE(
-        grad_loss.dim() == 1 && grad_loss.size(0) == batch, "grad_loss must have shape [", batch,
-        "] for reduction none, got ", grad_loss.sizes());
-  } else {
-    TORCH_CHECK_VALUE(grad_loss.numel() == 1, "grad_loss must be a scalar for a reduced loss, got ", grad_loss.sizes());
-  }
-  if (kind != Epilogue::kCosine) {
-    TORCH_CHECK_VALUE(label.has_value(), "label is required for the loss");
+  check_grad_loss(grad_loss, reduction, batch);
+  // The loss's backward carries its label; the score's (epilogue 2) has none.
+  TORCH_CHECK_VALUE(
+      label.has_value() == (kind != Epilogue::kCosine),
+      label.has_value() ? "label must be None for epilogue 2 (the cosine score), got a tensor"
+                        : "label is required for the loss");
+  if (label.has_value()) {
     check_label(*label, "pooled", pooled, batch);
   }
   if (lengths.has_value()) {
@@ -196,13 +216,7 @@ void check_binary_inputs(const at::Tensor& pred, const at::Tensor& label, int64_
 
 void check_binary_grad_loss(const at::Tensor& grad_loss, const at::Tensor& pred, int64_t reduction) {
   check_same_device(pred, "pred", grad_loss, "grad_loss");
-  if (reduction == static_cast<int64_t>(Reduction::kNone)) {
-    TORCH_CHECK_VALUE(
-        grad_loss.dim() == 1 && grad_loss.size(0) == pred.numel(), "grad_loss must have shape [", pred.numel(),
-        "] for reduction none, got ", grad_loss.sizes());
-  } else {
-    TORCH_CHECK_VALUE(grad_loss.numel() == 1, "grad_loss must be a scalar for a reduced loss, got ", grad_loss.sizes());
-  }
+  check_grad_loss(grad_loss, reduction, pred.numel());
 }
 
 

@@ -37,4 +37,21 @@ TORCH_LIBRARY(spoofloss, m) {
   m.def(
       "_binary_cross_entropy_backward(Tensor grad_loss, Tensor pred, Tensor label, int bonafide_label, "
       "int reduction) -> Tensor");
+
+  // The two backward ops above as differentiable composites of torch ops (the
+  // kernels are Python functions built on spoofloss.reference, registered by
+  // python/spoofloss/ops.py as CompositeImplicitAutograd). csrc/autograd.cpp
+  // calls them instead of the fused backward ops only in a backward that records
+  // a graph (create_graph=True: double backward, gradient penalties). The cosine
+  // one works on pooled [B, D] and returns d / d pooled and d / d centers of
+  // grad_loss . loss + grad_score . score (either may be None); label is None for
+  // the score (epilogue 2, centre index in bonafide_label). The binary one
+  // returns d / d pred and d / d label (empty unless label requires grad).
+  m.def(
+      "_cosine_margin_loss_backward_composite(Tensor? grad_loss, Tensor? grad_score, Tensor pooled, "
+      "Tensor centers, Tensor? label, int epilogue, float scale, float margin_bonafide, float margin_spoof, "
+      "int bonafide_label, int reduction) -> (Tensor grad_pooled, Tensor grad_centers)");
+  m.def(
+      "_binary_cross_entropy_backward_composite(Tensor grad_loss, Tensor pred, Tensor label, int bonafide_label, "
+      "int reduction) -> (Tensor grad_pred, Tensor grad_label)");
 }

@@ -24,6 +24,7 @@
 
 #include "../common.h"
 #include "../math.h"
+#include "fixed_order_sum.h"
 #include "grain.h"
 #include "row_loops.h"
 
@@ -241,14 +242,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_margin_loss_cpu(
   if (static_cast<Reduction>(reduction) == Reduction::kNone) {
     return {args.per_utterance, args.score, args.pooled};
   }
-  // A serial sum over B in index order: deterministic, and B is small.
+  // A float64 sum in a fixed order (cpu::fixed_order_sum): deterministic, and
+  // accurate to float32's rounding at any B.
   at::Tensor loss = at::empty({}, args.per_utterance.options());
   AT_DISPATCH_FLOATING_TYPES(loss.scalar_type(), "cosine_margin_loss_cpu_reduce", [&] {
-    const scalar_t* values = args.per_utterance.const_data_ptr<scalar_t>();
-    scalar_t total = 0;
-    for (int64_t b = 0; b < args.layout.batch; ++b) total += values[b];
-    if (static_cast<Reduction>(reduction) == Reduction::kMean) total /= static_cast<scalar_t>(args.layout.batch);
-    *loss.mutable_data_ptr<scalar_t>() = total;
+    double total = cpu::fixed_order_sum(args.per_utterance.const_data_ptr<scalar_t>(), args.layout.batch);
+    if (static_cast<Reduction>(reduction) == Reduction::kMean) total /= static_cast<double>(args.layout.batch);
+    *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(total);
   });
   return {loss, args.score, args.pooled};
 }

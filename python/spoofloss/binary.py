@@ -3,7 +3,7 @@
 from torch import Tensor
 
 from . import ops
-from .base import AbsASVSpoofLoss, check_bonafide_label, reduction_code
+from .base import AbsASVSpoofLoss, check_bonafide_label, check_tensor, reduction_code
 
 
 class BinaryLoss(AbsASVSpoofLoss):
@@ -24,7 +24,10 @@ class BinaryLoss(AbsASVSpoofLoss):
         return "binary_loss"
 
     def forward(self, pred: Tensor, label: Tensor) -> Tensor:
+        check_tensor("pred", pred)
+        check_tensor("label", label)
         return ops.binary_cross_entropy(pred, label, self.bonafide_label, reduction_code(self.reduction))
 
     def score(self, pred: Tensor) -> Tensor:
+        check_tensor("pred", pred)
         return pred

@@ -5,7 +5,7 @@ from typing import Optional
 from torch import Tensor
 
 from . import ops
-from .base import AbsASVSpoofLoss, check_bonafide_label, reduction_code
+from .base import AbsASVSpoofLoss, check_bonafide_label, check_tensor, reduction_code
 
 
 class CosineMarginLoss(AbsASVSpoofLoss):
@@ -33,6 +33,7 @@ class CosineMarginLoss(AbsASVSpoofLoss):
 
     def forward(self, label: Tensor, emb: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         """The loss. label: [B] or [B, 1] holding 0/1; lengths: valid frames per utterance."""
+        _check_inputs(label, emb, lengths)
         scale, margin_bonafide, margin_spoof = self._margins()
         return ops.cosine_margin_loss(
             emb, getattr(self, self._centers_name), label, lengths, self._epilogue, scale, margin_bonafide,
@@ -41,15 +42,24 @@ class CosineMarginLoss(AbsASVSpoofLoss):
 
     def score(self, emb: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         """Cosine of the pooled emb with the bona fide centre, shape [B]."""
+        check_tensor("emb", emb)
+        check_tensor("lengths", lengths, optional=True)
         return ops.cosine_score(emb, getattr(self, self._centers_name), lengths, self._score_center())
 
     def forward_and_score(self, label: Tensor, emb: Tensor, lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """The loss and ``score`` from one pass over emb (a training step that
-        reports both need not read emb twice); the score carries no gradient."""
+        reports both need not read emb twice). Both are differentiable; a score
+        that is only reported costs no backward pass."""
+        _check_inputs(label, emb, lengths)
         scale, margin_bonafide, margin_spoof = self._margins()
         loss, score = ops.cosine_margin_loss_and_score(
             emb, getattr(self, self._centers_name), label, lengths, self._epilogue, scale, margin_bonafide,
             margin_spoof, self.bonafide_label, reduction_code(self.reduction),
         )
-        # the op's backward ignores the score, so say so rather than hand back a silent zero gradient
-        return loss, score.detach()
+        return loss, score
+
+
+def _check_inputs(label, emb, lengths) -> None:
+    check_tensor("label", label)
+    check_tensor("emb", emb)
+    check_tensor("lengths", lengths, optional=True)
