@@ -31,7 +31,11 @@ __global__ void __launch_bounds__(kThreads) bce_forward_kernel(
   const int64_t n = layout.numel;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
-    const acc_t value = math::bce_with_logits(static_cast<acc_t>(pred[i]), target_at<acc_t>(layout, i));
+    // the target and 1 - target each taken from the label itself: a small
+    // complement (a soft label near 1) keeps its digits at large logits
+    const auto target = math::binary_target<acc_t>(
+        math::load_as_double(layout.label, layout.label_dtype, i), layout.bonafide_label);
+    const acc_t value = math::bce_with_logits(static_cast<acc_t>(pred[i]), target.target, target.complement);
     if (per_element != nullptr) {
       per_element[i] = value;
     } else {
