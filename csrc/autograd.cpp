@@ -20,6 +20,7 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
+#include "cosine_losses.h"
 #include "math.h"
 
 namespace spoofloss {
@@ -31,32 +32,37 @@ using OptionalTensor = c10::optional<at::Tensor>;
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_margin_loss_op(
     const at::Tensor& emb, const at::Tensor& centers, const at::Tensor& label, const OptionalTensor& lengths,
-    int64_t epilogue, double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label,
-    int64_t reduction) {
+    const OptionalTensor& center_index, int64_t loss, double scale, double margin_bonafide, double margin_spoof,
+    int64_t bonafide_label, int64_t score_rule, int64_t score_center, int64_t reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("spoofloss::cosine_margin_loss", "")
                        .typed<decltype(cosine_margin_loss_op)>();
-  return op.call(emb, centers, label, lengths, epilogue, scale, margin_bonafide, margin_spoof, bonafide_label, reduction);
+  return op.call(
+      emb, centers, label, lengths, center_index, loss, scale, margin_bonafide, margin_spoof, bonafide_label,
+      score_rule, score_center, reduction);
 }
 
 std::tuple<at::Tensor, at::Tensor> cosine_score_op(
-    const at::Tensor& emb, const at::Tensor& centers, const OptionalTensor& lengths, int64_t center_index) {
+    const at::Tensor& emb, const at::Tensor& centers, const OptionalTensor& lengths, const OptionalTensor& center_index,
+    int64_t score_rule, int64_t score_center, double scale) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("spoofloss::cosine_score", "")
                        .typed<decltype(cosine_score_op)>();
-  return op.call(emb, centers, lengths, center_index);
+  return op.call(emb, centers, lengths, center_index, score_rule, score_center, scale);
 }
 
 std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_op(
-    const at::Tensor& grad_loss, const at::Tensor& pooled, const at::Tensor& centers, const OptionalTensor& label,
-    const OptionalTensor& lengths, c10::SymIntArrayRef emb_sizes, c10::ScalarType emb_dtype, int64_t epilogue,
-    double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label, int64_t reduction) {
+    const OptionalTensor& grad_loss, const OptionalTensor& grad_score, const at::Tensor& pooled,
+    const at::Tensor& centers, const OptionalTensor& label, const OptionalTensor& lengths,
+    const OptionalTensor& center_index, c10::SymIntArrayRef emb_sizes, c10::ScalarType emb_dtype, int64_t loss,
+    double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label, int64_t score_rule,
+    int64_t score_center, int64_t reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("spoofloss::_cosine_margin_loss_backward", "")
                        .typed<decltype(cosine_margin_loss_backward_op)>();
   return op.call(
-      grad_loss, pooled, centers, label, lengths, emb_sizes, emb_dtype, epilogue, scale, margin_bonafide, margin_spoof,
-      bonafide_label, reduction);
+      grad_loss, grad_score, pooled, centers, label, lengths, center_index, emb_sizes, emb_dtype, loss, scale,
+      margin_bonafide, margin_spoof, bonafide_label, score_rule, score_center, reduction);
 }
 
 at::Tensor binary_cross_entropy_op(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
@@ -88,15 +94,16 @@ void check_composite_registered(const c10::OperatorHandle& op) {
 // python/spoofloss/ops.py, CompositeImplicitAutograd).
 std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_composite_op(
     const OptionalTensor& grad_loss, const OptionalTensor& grad_score, const at::Tensor& pooled,
-    const at::Tensor& centers, const OptionalTensor& label, int64_t epilogue, double scale, double margin_bonafide,
-    double margin_spoof, int64_t bonafide_label, int64_t reduction) {
+    const at::Tensor& centers, const OptionalTensor& label, const OptionalTensor& center_index, int64_t loss,
+    double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label, int64_t score_rule,
+    int64_t score_center, int64_t reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("spoofloss::_cosine_margin_loss_backward_composite", "")
                        .typed<decltype(cosine_margin_loss_backward_composite_op)>();
   check_composite_registered(op);
   return op.call(
-      grad_loss, grad_score, pooled, centers, label, epilogue, scale, margin_bonafide, margin_spoof, bonafide_label,
-      reduction);
+      grad_loss, grad_score, pooled, centers, label, center_index, loss, scale, margin_bonafide, margin_spoof,
+      bonafide_label, score_rule, score_center, reduction);
 }
 
 std::tuple<at::Tensor, at::Tensor> binary_cross_entropy_backward_composite_op(
@@ -163,120 +170,103 @@ struct PooledFromEmbBackward : public torch::autograd::Node {
   c10::ScalarType emb_dtype_;
 };
 
-// One Function for the whole cosine-margin family: the losses and the score
-// differ only in their epilogue, and so does their backward. The score op is
-// the kCosine epilogue with no label (that is how forward tells the two apart),
-// reduction none, and the centre index in `target`. emb and the centres are
-// differentiable, through the loss and through the score (the loss op's too);
-// pooled is not.
+// One Function for the whole cosine-margin family: the losses differ only in
+// their epilogue, and so does their backward; the score op is the family with
+// no loss (kNoLoss) and no label. The loss's score output is differentiable
+// too, through the same backward op: one fused pass for both upstream
+// gradients. pooled is not differentiable.
 class CosineMarginFunction : public torch::autograd::Function<CosineMarginFunction> {
  public:
+  // The op's integer and float arguments, in the order the backward op takes them.
+  struct Options {
+    int64_t loss;
+    double scale, margin_bonafide, margin_spoof;
+    int64_t bonafide_label, score_rule, score_center, reduction;
+  };
+
   static variable_list forward(
       AutogradContext* ctx, const at::Tensor& emb, const at::Tensor& centers, const OptionalTensor& label,
-      const OptionalTensor& lengths, int64_t epilogue, double scale, double margin_bonafide, double margin_spoof,
-      int64_t target, int64_t reduction) {
+      const OptionalTensor& lengths, const OptionalTensor& center_index, int64_t loss, double scale,
+      double margin_bonafide, double margin_spoof, int64_t bonafide_label, int64_t score_rule, int64_t score_center,
+      int64_t reduction) {
     variable_list outputs;
     at::Tensor pooled;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      if (!label.has_value()) {  // the score op
-        auto [score, pooled_] = cosine_score_op(emb, centers, lengths, target);
+      if (loss == kNoLoss) {  // the score op
+        auto [score, pooled_] = cosine_score_op(emb, centers, lengths, center_index, score_rule, score_center, scale);
         pooled = pooled_;
         outputs = {score, pooled};
       } else {
-        auto [loss, score, pooled_] = cosine_margin_loss_op(
-            emb, centers, *label, lengths, epilogue, scale, margin_bonafide, margin_spoof, target, reduction);
+        auto [loss_value, score, pooled_] = cosine_margin_loss_op(
+            emb, centers, *label, lengths, center_index, loss, scale, margin_bonafide, margin_spoof, bonafide_label,
+            score_rule, score_center, reduction);
         pooled = pooled_;
-        outputs = {loss, score, pooled};
+        outputs = {loss_value, score, pooled};
       }
     }
     ctx->mark_non_differentiable({pooled});
-    // An output whose gradient nobody asked for (the loss op's score, most of
-    // the time) reaches backward undefined rather than as zeros, and costs nothing.
+    // An output whose gradient is not used arrives undefined: a loss whose
+    // score is never backpropagated costs nothing for it.
     ctx->set_materialize_grads(false);
-    // emb itself is not saved: the backward reads pooled, and a create_graph
-    // backward reaches emb through this node's edge (PooledFromEmbBackward).
-    ctx->save_for_backward({pooled, centers, label.value_or(at::Tensor()), lengths.value_or(at::Tensor())});
+    ctx->save_for_backward(
+        {pooled, centers, label.value_or(at::Tensor()), lengths.value_or(at::Tensor()),
+         center_index.value_or(at::Tensor())});
     // Three entries rather than one per argument: each is a string-keyed hash
     // map insert, paid on every training step.
     ctx->saved_data["emb_sizes"] = emb.sym_sizes();
     ctx->saved_data["ints"] = std::vector<int64_t>{
-        static_cast<int64_t>(emb.scalar_type()), epilogue, target, reduction};
-    ctx->saved_data["margins"] = std::vector<double>{scale, margin_bonafide, margin_spoof};
+        static_cast<int64_t>(emb.scalar_type()), loss, bonafide_label, score_rule, score_center, reduction};
+    ctx->saved_data["floats"] = std::vector<double>{scale, margin_bonafide, margin_spoof};
     return outputs;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    variable_list grads(10);  // one per forward argument after ctx
+    variable_list grads(13);  // one per forward argument after ctx
     const auto ints = ctx->saved_data["ints"].toIntVector();
-    const auto epilogue = static_cast<Epilogue>(ints[1]);
-    const bool score_op = epilogue == Epilogue::kCosine;
-    // The loss op's outputs are (loss, score, pooled), the score op's (score, pooled).
-    const at::Tensor& grad_loss = grad_outputs[0];
-    const at::Tensor grad_score = score_op ? at::Tensor() : grad_outputs[1];
+    const auto floats = ctx->saved_data["floats"].toDoubleVector();
+    const Options options{ints[1], floats[0], floats[1], floats[2], ints[2], ints[3], ints[4], ints[5]};
+    const bool score_op = options.loss == kNoLoss;
+    // outputs: (score, pooled) for the score op, (loss, score, pooled) for the loss
+    const at::Tensor grad_loss = score_op ? at::Tensor() : grad_outputs[0];
+    const at::Tensor& grad_score = score_op ? grad_outputs[0] : grad_outputs[1];
     if (!grad_loss.defined() && !grad_score.defined()) {
       return grads;
     }
     const auto saved = ctx->get_saved_variables();
     const auto& pooled = saved[0];
     const auto& centers = saved[1];
-    const OptionalTensor label = defined_or_none(saved[2]);
-    const OptionalTensor lengths = defined_or_none(saved[3]);
     const auto emb_sizes = ctx->saved_data["emb_sizes"].toSymIntVector();
     const auto emb_dtype = static_cast<c10::ScalarType>(ints[0]);
-    const int64_t target = ints[2];
-    const int64_t reduction = ints[3];
-    const auto margins = ctx->saved_data["margins"].toDoubleVector();
 
     if (at::GradMode::is_enabled()) {  // create_graph=True
       auto [grad_emb, grad_centers] = differentiable_backward(
-          grad_loss, grad_score, pooled, centers, label, saved[3], C10_AS_INTARRAYREF_SLOW(emb_sizes), emb_dtype,
-          ints[1], margins, target, reduction);
+          grad_loss, grad_score, pooled, centers, saved[2], saved[3], saved[4], C10_AS_INTARRAYREF_SLOW(emb_sizes),
+          emb_dtype, options);
       grads[0] = grad_emb;
       grads[1] = grad_centers;
       return grads;
     }
-
-    at::Tensor grad_emb;
-    at::Tensor grad_centers;
-    if (grad_loss.defined()) {
-      std::tie(grad_emb, grad_centers) = cosine_margin_loss_backward_op(
-          grad_loss, pooled, centers, label, lengths, emb_sizes, emb_dtype, ints[1], margins[0], margins[1],
-          margins[2], target, reduction);
-    }
-    if (grad_score.defined()) {
-      // The loss op's score is the cosine to the score centre: the kCosine
-      // epilogue's backward, added to the loss's (a second pass, paid only
-      // when the score's gradient is used).
-      auto [score_emb, score_centers] = cosine_margin_loss_backward_op(
-          grad_score, pooled, centers, c10::nullopt, lengths, emb_sizes, emb_dtype,
-          static_cast<int64_t>(Epilogue::kCosine), 1.0, 0.0, 0.0, math::score_center(epilogue, target, 0),
-          static_cast<int64_t>(Reduction::kNone));
-      if (grad_emb.defined()) {
-        grad_emb.add_(score_emb);
-        grad_centers.add_(score_centers);
-      } else {
-        grad_emb = score_emb;
-        grad_centers = score_centers;
-      }
-    }
+    auto [grad_emb, grad_centers] = cosine_margin_loss_backward_op(
+        defined_or_none(grad_loss), defined_or_none(grad_score), pooled, centers, defined_or_none(saved[2]),
+        defined_or_none(saved[3]), defined_or_none(saved[4]), emb_sizes, emb_dtype, options.loss, options.scale,
+        options.margin_bonafide, options.margin_spoof, options.bonafide_label, options.score_rule,
+        options.score_center, options.reduction);
     grads[0] = grad_emb;
     grads[1] = grad_centers;
     return grads;
   }
 
  private:
-  // The first-order gradients as a graph of torch ops, for a backward with
-  // create_graph=True. The composite computes d / d pooled and d / d centres
-  // from pooled [B, D] (spoofloss.reference's math, differentiated by autograd);
-  // pooled enters it as a variable whose grad_fn leads to emb's edge of this
-  // node (PooledFromEmbBackward), so a second backward reaches emb's producer.
-  // Saving emb instead would keep it alive from the forward to the backward
-  // even where nothing else holds it, on every first-order step too.
+  // The first-order gradients as a graph autograd can differentiate again.
+  // emb is not saved (that would keep it alive from the forward to the
+  // backward): pooled is tied to emb's edge by a node that spreads a pooled
+  // gradient over the valid frames, and the composite op differentiates the
+  // reference loss on pooled [B, D].
   static std::tuple<at::Tensor, at::Tensor> differentiable_backward(
       const at::Tensor& grad_loss, const at::Tensor& grad_score, const at::Tensor& pooled, const at::Tensor& centers,
-      const OptionalTensor& label, const at::Tensor& lengths, c10::IntArrayRef emb_sizes, c10::ScalarType emb_dtype,
-      int64_t epilogue, const std::vector<double>& margins, int64_t target, int64_t reduction) {
+      const at::Tensor& label, const at::Tensor& lengths, const at::Tensor& center_index, c10::IntArrayRef emb_sizes,
+      c10::ScalarType emb_dtype, const Options& options) {
     const auto node = torch::autograd::get_current_node();
     const auto* self = dynamic_cast<const torch::autograd::CppNode<CosineMarginFunction>*>(node.get());
     TORCH_CHECK(
@@ -291,15 +281,13 @@ class CosineMarginFunction : public torch::autograd::Function<CosineMarginFuncti
       pooled_input = torch::autograd::make_variable(pooled, torch::autograd::Edge(std::move(to_emb), input_nr));
     }
     auto [grad_pooled, grad_centers] = cosine_margin_loss_backward_composite_op(
-        defined_or_none(grad_loss), defined_or_none(grad_score), pooled_input, centers, label, epilogue, margins[0],
-        margins[1], margins[2], target, reduction);
+        defined_or_none(grad_loss), defined_or_none(grad_score), pooled_input, centers, defined_or_none(label),
+        defined_or_none(center_index), options.loss, options.scale, options.margin_bonafide, options.margin_spoof,
+        options.bonafide_label, options.score_rule, options.score_center, options.reduction);
     return {spread_over_frames(grad_pooled, lengths, emb_sizes, emb_dtype), grad_centers};
   }
 };
 
-// d loss / d label of BCE with logits: the -t x term gives -x per element
-// (times the upstream gradient, and / N for the mean), +x for bonafide_label 0,
-// whose target is 1 - label. Used only when a soft label requires a gradient.
 at::Tensor label_gradient(
     const at::Tensor& grad_loss, const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label,
     int64_t reduction) {
@@ -362,28 +350,30 @@ class BinaryCrossEntropyFunction : public torch::autograd::Function<BinaryCrossE
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_margin_loss_autograd(
     const at::Tensor& emb, const at::Tensor& centers, const at::Tensor& label, const OptionalTensor& lengths,
-    int64_t epilogue, double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label,
-    int64_t reduction) {
+    const OptionalTensor& center_index, int64_t loss, double scale, double margin_bonafide, double margin_spoof,
+    int64_t bonafide_label, int64_t score_rule, int64_t score_center, int64_t reduction) {
   if (!records_graph(emb, centers)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return cosine_margin_loss_op(
-        emb, centers, label, lengths, epilogue, scale, margin_bonafide, margin_spoof, bonafide_label, reduction);
+        emb, centers, label, lengths, center_index, loss, scale, margin_bonafide, margin_spoof, bonafide_label,
+        score_rule, score_center, reduction);
   }
   auto out = CosineMarginFunction::apply(
-      emb, centers, OptionalTensor(label), lengths, epilogue, scale, margin_bonafide, margin_spoof, bonafide_label,
-      reduction);
+      emb, centers, OptionalTensor(label), lengths, center_index, loss, scale, margin_bonafide, margin_spoof,
+      bonafide_label, score_rule, score_center, reduction);
   return {out[0], out[1], out[2]};
 }
 
 std::tuple<at::Tensor, at::Tensor> cosine_score_autograd(
-    const at::Tensor& emb, const at::Tensor& centers, const OptionalTensor& lengths, int64_t center_index) {
+    const at::Tensor& emb, const at::Tensor& centers, const OptionalTensor& lengths, const OptionalTensor& center_index,
+    int64_t score_rule, int64_t score_center, double scale) {
   if (!records_graph(emb, centers)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return cosine_score_op(emb, centers, lengths, center_index);
+    return cosine_score_op(emb, centers, lengths, center_index, score_rule, score_center, scale);
   }
   auto out = CosineMarginFunction::apply(
-      emb, centers, OptionalTensor(), lengths, static_cast<int64_t>(Epilogue::kCosine), 1.0, 0.0, 0.0, center_index,
-      static_cast<int64_t>(Reduction::kNone));
+      emb, centers, OptionalTensor(), lengths, center_index, kNoLoss, scale, 0.0, 0.0, /*bonafide_label=*/0,
+      score_rule, score_center, static_cast<int64_t>(Reduction::kNone));
   return {out[0], out[1]};
 }
 

@@ -12,7 +12,7 @@ import torch
 
 from conftest import make_labels, runs_cuda_kernels
 from hardening_helpers import (
-    AM, COSINE, MEAN, NONE, OC, binary_backward_args, call_op, cosine_backward_args, raises_naming,
+    AM, COSINE, MEAN, NONE, OC, binary_backward_args, call_op, cosine_backward_args, raises_naming, score_op,
 )
 
 BACKWARD = "_cosine_margin_loss_backward"
@@ -144,7 +144,7 @@ def test_length_values(value, device):
 
 
 @pytest.mark.parametrize("name,value", [
-    ("epilogue", 3), ("epilogue", -1), ("reduction", 3), ("bonafide_label", 2),
+    ("loss", 99), ("loss", -2), ("reduction", 3), ("bonafide_label", 2), ("score_rule", 4), ("score_center", 2),
 ])
 def test_enums(name, value, device):
     with raises_naming(name, value, error=ValueError):
@@ -153,8 +153,14 @@ def test_enums(name, value, device):
 
 def test_score_center_index(device):
     args = cosine_backward_args(COSINE, device=device)
-    with raises_naming("center_index", 2, error=ValueError):
-        call_op(BACKWARD, spoil(args, bonafide_label=2))
+    with raises_naming("score_center", 2, error=ValueError):
+        call_op(BACKWARD, spoil(args, score_center=2))
+
+
+def test_utterance_centre_score_needs_center_index(device):
+    args = cosine_backward_args(COSINE, device=device)
+    with raises_naming("center_index", error=ValueError):
+        call_op(BACKWARD, spoil(args, score_rule=3))
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
@@ -218,4 +224,4 @@ def test_empty_sizes_on_meta(sizes, pooled_shape):
         call_op(BACKWARD, args)
     emb = torch.empty(*sizes, device="meta")
     with raises_naming("emb", error=ValueError):
-        torch.ops.spoofloss.cosine_score(emb, torch.empty(2, dim, device="meta"), None, 1)
+        score_op(emb, torch.empty(2, dim, device="meta"), None, 1)

@@ -225,14 +225,17 @@ def test_op_level_bad_enums(device):
     emb = randn(4, 3, 8, dtype=torch.float64, device=device)
     centers = randn(2, 8, dtype=torch.float64, device=device)
     label = make_labels(4).to(device)
+    am = ops.loss_code("am_softmax")
     with raises_naming("reduction", 3):
-        ops.cosine_margin_loss(emb, centers, label, None, 0, 20.0, 0.5, 0.5, 1, 3)
-    with raises_naming("epilogue", 7):
-        ops.cosine_margin_loss(emb, centers, label, None, 7, 20.0, 0.5, 0.5, 1, 1)
+        ops.cosine_margin_loss(emb, centers, label, None, am, 20.0, 0.5, 0.5, 1, 3)
+    with raises_naming("loss", 77, "am_softmax"):
+        ops.cosine_margin_loss(emb, centers, label, None, 77, 20.0, 0.5, 0.5, 1, 1)
     with raises_naming("bonafide_label", 2):
-        ops.cosine_margin_loss(emb, centers, label, None, 0, 20.0, 0.5, 0.5, 2, 1)
-    with raises_naming("center_index", 2):
+        ops.cosine_margin_loss(emb, centers, label, None, am, 20.0, 0.5, 0.5, 2, 1, score_center=0)
+    with raises_naming("score_center", 2):
         ops.cosine_score(emb, centers, None, 2)
+    with raises_naming("score_rule", 9):
+        ops.cosine_score(emb, centers, None, 0, score_rule=9)
     with raises_naming("reduction", 3):
         ops.binary_cross_entropy(emb[:, 0, 0], label, 1, 3)
 

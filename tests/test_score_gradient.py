@@ -29,7 +29,7 @@ from conftest import (
     natural_scales,
     randn,
 )
-from hardening_helpers import AM, MEAN, NONE, OC, RED_NAMES
+from hardening_helpers import AM, MEAN, NONE, OC, RED_NAMES, loss_op, score_op
 
 pytestmark = pytest.mark.usefixtures("poison")
 
@@ -65,7 +65,7 @@ def reference_outputs(epilogue, e64, c64, label, lengths, bonafide_label, reduct
 def test_loss_op_score_gradient(epilogue, bonafide_label, form, use, device):
     emb, centers, label, lengths = op_inputs(epilogue, device, rank=2 if form == "rank2" else 3,
                                              with_lengths=form == "lengths")
-    loss, score, pooled = torch.ops.spoofloss.cosine_margin_loss(
+    loss, score, pooled = loss_op(
         emb, centers, label, lengths, epilogue, *margins(epilogue), bonafide_label, MEAN)
     assert score.requires_grad and not pooled.requires_grad
     up_score = torch.rand_like(score) + 0.5
@@ -94,9 +94,9 @@ def test_loss_op_score_gradient_equals_score_ops(epilogue, device):
     """Bit for bit: the loss op's score gradient is cosine_score's, both from
     the same kCosine backward on the same pooled."""
     emb, centers, label, lengths = op_inputs(epilogue, device)
-    _, score, _ = torch.ops.spoofloss.cosine_margin_loss(emb, centers, label, lengths, epilogue, *margins(epilogue),
+    _, score, _ = loss_op(emb, centers, label, lengths, epilogue, *margins(epilogue),
                                                          1, NONE)
-    own, _ = torch.ops.spoofloss.cosine_score(emb, centers, lengths, 1 if epilogue == AM else 0)
+    own, _ = score_op(emb, centers, lengths, 1 if epilogue == AM else 0)
     up = torch.rand_like(score) + 0.5
     for got, want in zip(torch.autograd.grad(score, [emb, centers], up), torch.autograd.grad(own, [emb, centers], up)):
         assert_identical(got, want, "loss op's score gradient vs cosine_score's")
@@ -133,12 +133,12 @@ class BackwardOpCounter(TorchDispatchMode):
 @pytest.mark.parametrize("epilogue", [AM, OC], ids=["am", "oc"])
 def test_unused_score_costs_no_backward_pass(epilogue, device):
     emb, centers, label, lengths = op_inputs(epilogue, device)
-    loss, score, _ = torch.ops.spoofloss.cosine_margin_loss(
+    loss, score, _ = loss_op(
         emb, centers, label, lengths, epilogue, *margins(epilogue), 1, MEAN)
     with BackwardOpCounter() as counter:
         loss.backward()
     assert counter.calls == ["spoofloss._cosine_margin_loss_backward.default"], counter.calls
-    loss, score, _ = torch.ops.spoofloss.cosine_margin_loss(
+    loss, score, _ = loss_op(
         emb, centers, label, lengths, epilogue, *margins(epilogue), 1, MEAN)
     with BackwardOpCounter() as counter:
         score.sum().backward()
@@ -160,7 +160,7 @@ def test_compiled_score_gradient(epilogue, device):
     emb, centers, label, lengths = op_inputs(epilogue, device)
 
     def step(emb, centers, label, lengths):
-        loss, score, _ = torch.ops.spoofloss.cosine_margin_loss(
+        loss, score, _ = loss_op(
             emb, centers, label, lengths, epilogue, *margins(epilogue), 0, MEAN)
         return loss, score
 

@@ -28,6 +28,7 @@
 // kernels reject, cannot be reported without one here, so they turn that
 // utterance's loss, score and gradients into NaN instead (never a silent
 // wrong loss).
+#include "../cosine_losses.h"
 #include "../math.h"
 #include "device_runtime.h"
 #include "device_utils.cuh"
@@ -45,12 +46,6 @@ __device__ inline int64_t utterance_length(const CosineLayout& layout, int64_t b
   if (layout.lengths == nullptr) return layout.frames;
   return math::valid_length(
       math::load_as_double(layout.lengths, layout.lengths_dtype, b * layout.lengths_stride), layout.frames);
-}
-
-// Epilogue target of utterance b: the label's class (-1 if not 0/1) or the score's centre.
-__device__ inline int64_t utterance_target(const CosineLayout& layout, int64_t b, int64_t score_target) {
-  if (layout.label == nullptr) return score_target;
-  return math::label_class(math::load_as_double(layout.label, layout.label_dtype, b * layout.label_stride));
 }
 
 // Threads of a block as a grid of `lanes` packs of D by `rows` frames.
@@ -171,17 +166,18 @@ __device__ inline acc_t row_cosines(
   return inv_norm;
 }
 
-// loss_per_utterance may be null (the score op).
+// loss_per_utterance may be null (the score op). Dynamic shared memory: cos [C].
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) cosine_epilogue_kernel(
     const acc_t* __restrict__ partial, int64_t chunks, const acc_t* __restrict__ centers,
-    const acc_t* __restrict__ center_sq, const CosineLayout layout, Epilogue epilogue, const MarginParams<acc_t> params,
-    int64_t score_center, acc_t* __restrict__ loss_per_utterance, acc_t* __restrict__ score,
-    acc_t* __restrict__ pooled) {
+    const acc_t* __restrict__ center_sq, const CosineLayout layout, const CosineEpilogue<acc_t> epilogue,
+    acc_t* __restrict__ loss_per_utterance, acc_t* __restrict__ score, acc_t* __restrict__ pooled) {
   SPOOFLOSS_SHARED_ARRAY(acc_t, shared, kThreads / kWarp * (1 + kCenterTile));
-  SPOOFLOSS_SHARED_ARRAY(acc_t, cos, kMaxCenters);
+  SPOOFLOSS_DYNAMIC_SHARED(unsigned char, shared_bytes);
+  acc_t* cos = reinterpret_cast<acc_t*>(shared_bytes);  // [C]
   const int64_t dim = layout.dim;
-  const int num_centers = static_cast<int>(layout.num_centers);
+  const int64_t num_centers = layout.num_centers;
+  const auto kind = static_cast<LossKind>(epilogue.loss);
   for (int64_t b = blockIdx.x; b < layout.batch; b += gridDim.x) {
     const int64_t length = utterance_length(layout, b);
     const acc_t inv_length = length > 0 ? acc_t(1) / static_cast<acc_t>(length) : math::quiet_nan<acc_t>();
@@ -195,63 +191,64 @@ __global__ void __launch_bounds__(kThreads) cosine_epilogue_kernel(
     bool clamped;
     row_cosines(x, centers, center_sq, dim, num_centers, shared, cos, &clamped);
     if (threadIdx.x == 0) {
-      score[b] = cos[score_center];
+      // An invalid label makes the loss NaN, not the score.
+      const UtteranceTarget target = math::read_target(layout, b);
+      score[b] = math::utterance_score<acc_t>(epilogue, cos, num_centers, target, acc_t(0), nullptr);
       if (loss_per_utterance != nullptr) {
-        // An invalid label makes the loss NaN, not the score.
-        const int64_t target = utterance_target(layout, b, score_center);
-        loss_per_utterance[b] = math::margin_epilogue(epilogue, cos, target, params).loss;
+        loss_per_utterance[b] =
+            math::cosine_loss<acc_t>(kind, cos, num_centers, target, epilogue.params, acc_t(0), nullptr);
       }
     }
     __syncthreads();  // thread 0 reads cos before the next utterance overwrites it
   }
 }
 
-// frame_grad [B, D]: d loss / d pooled_b / L_b, what every valid frame of
-// utterance b receives; alpha and g_cos [B, C] for the centre gradient.
+// frame_grad [B, D]: d (loss, score) / d pooled_b / L_b, what every valid frame
+// of utterance b receives; alpha and g_cos [B, C] for the centre gradient.
+// grad_loss and grad_score may each be null. Dynamic shared memory: cos [C],
+// g [C] and the coefficients alpha_k / L (k < C) and beta / L.
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) backward_coefficients_kernel(
-    const acc_t* __restrict__ grad_loss, const acc_t* __restrict__ pooled, const acc_t* __restrict__ centers,
-    const acc_t* __restrict__ center_sq, const CosineLayout layout, Epilogue epilogue, Reduction reduction,
-    const MarginParams<acc_t> params, int64_t score_target, acc_t* __restrict__ frame_grad, acc_t* __restrict__ alpha,
-    acc_t* __restrict__ g_cos) {
+    const acc_t* __restrict__ grad_loss, const acc_t* __restrict__ grad_score, const acc_t* __restrict__ pooled,
+    const acc_t* __restrict__ centers, const acc_t* __restrict__ center_sq, const CosineLayout layout,
+    const CosineEpilogue<acc_t> epilogue, Reduction reduction, acc_t* __restrict__ frame_grad,
+    acc_t* __restrict__ alpha, acc_t* __restrict__ g_cos) {
   SPOOFLOSS_SHARED_ARRAY(acc_t, shared, kThreads / kWarp * (1 + kCenterTile));
-  SPOOFLOSS_SHARED_ARRAY(acc_t, cos, kMaxCenters);
-  SPOOFLOSS_SHARED_ARRAY(acc_t, coefficients, kMaxCenters + 1);  // alpha_k / L, beta / L
+  SPOOFLOSS_DYNAMIC_SHARED(unsigned char, shared_bytes);
+  const int64_t num_centers = layout.num_centers;
+  acc_t* cos = reinterpret_cast<acc_t*>(shared_bytes);  // [C]
+  acc_t* g = cos + num_centers;                         // [C]
+  acc_t* coefficients = g + num_centers;                // [C + 1]
   const int64_t dim = layout.dim;
-  const int num_centers = static_cast<int>(layout.num_centers);
+  const auto kind = static_cast<LossKind>(epilogue.loss);
   for (int64_t b = blockIdx.x; b < layout.batch; b += gridDim.x) {
     const acc_t* x = pooled + b * dim;
     bool clamped;
     const acc_t inv_norm = row_cosines(x, centers, center_sq, dim, num_centers, shared, cos, &clamped);
     if (threadIdx.x == 0) {
-      const auto result = math::margin_epilogue(epilogue, cos, utterance_target(layout, b, score_target), params);
-      const acc_t weight = math::reduction_weight(reduction, grad_loss, b, layout.batch);
-      acc_t g[kMaxCenters], cosines[kMaxCenters], inv_center_norm[kMaxCenters];
-      for (int k = 0; k < kMaxCenters; ++k) {
-        g[k] = acc_t(0);
-        cosines[k] = acc_t(0);
-        inv_center_norm[k] = acc_t(0);
-        if (k < num_centers) {
-          bool center_clamped;
-          g[k] = weight * result.dloss_dcos[k];
-          cosines[k] = cos[k];
-          inv_center_norm[k] = math::inverse_norm(center_sq[k], &center_clamped);
-          g_cos[b * num_centers + k] = g[k] * cos[k];
-        }
+      const UtteranceTarget target = math::read_target(layout, b);
+      for (int64_t k = 0; k < num_centers; ++k) g[k] = acc_t(0);
+      if (grad_loss != nullptr) {
+        const acc_t weight = math::reduction_weight(reduction, grad_loss, b, layout.batch);
+        math::cosine_loss<acc_t>(kind, cos, num_centers, target, epilogue.params, weight, g);
       }
-      const auto coef = math::pooled_gradient(g, cosines, inv_center_norm, inv_norm, clamped, num_centers);
+      if (grad_score != nullptr) {
+        math::utterance_score<acc_t>(epilogue, cos, num_centers, target, grad_score[b], g);
+      }
+      acc_t* alpha_b = alpha + b * num_centers;
+      const acc_t beta = math::pooled_gradient(g, cos, center_sq, inv_norm, clamped, num_centers, alpha_b);
       const int64_t length = utterance_length(layout, b);
       const acc_t inv_length = length > 0 ? acc_t(1) / static_cast<acc_t>(length) : math::quiet_nan<acc_t>();
-      for (int k = 0; k < num_centers; ++k) {
-        alpha[b * num_centers + k] = coef.alpha[k];
-        coefficients[k] = coef.alpha[k] * inv_length;
+      for (int64_t k = 0; k < num_centers; ++k) {
+        g_cos[b * num_centers + k] = g[k] * cos[k];
+        coefficients[k] = alpha_b[k] * inv_length;
       }
-      coefficients[kMaxCenters] = coef.beta * inv_length;
+      coefficients[num_centers] = beta * inv_length;
     }
     __syncthreads();
     for (int64_t d = threadIdx.x; d < dim; d += kThreads) {
-      acc_t v = coefficients[kMaxCenters] * x[d];
-      for (int k = 0; k < num_centers; ++k) v += coefficients[k] * centers[k * dim + d];
+      acc_t v = coefficients[num_centers] * x[d];
+      for (int64_t k = 0; k < num_centers; ++k) v += coefficients[k] * centers[k * dim + d];
       frame_grad[b * dim + d] = v;
     }
     __syncthreads();  // coefficients are rewritten for the next utterance
@@ -336,11 +333,7 @@ __global__ void __launch_bounds__(kThreads) center_gradient_finish_kernel(
   for (int64_t b = threadIdx.x; b < batch; b += kThreads) running.add(g_cos[b * num_centers + k]);
   acc_t radial[1] = {running.sum};
   block_sum(radial, shared);
-  if (threadIdx.x == 0) {
-    bool clamped;
-    const acc_t inv_center_norm = math::inverse_norm(center_sq[k], &clamped);
-    radial_scale[0] = clamped ? acc_t(0) : -radial[0] * inv_center_norm * inv_center_norm;
-  }
+  if (threadIdx.x == 0) radial_scale[0] = math::radial_scale(radial[0], center_sq[k]);
   __syncthreads();
   const int64_t d = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (d < dim) {
@@ -361,8 +354,8 @@ void launch_center_norms(const acc_t* centers, const CosineLayout& layout, acc_t
 
 template <typename scalar_t>
 void launch_cosine_forward(
-    const scalar_t* emb, const acc_of<scalar_t>* centers, const CosineLayout& layout, Epilogue epilogue,
-    const MarginParams<acc_of<scalar_t>>& params, int64_t score_center, const CosinePlan& plan,
+    const scalar_t* emb, const acc_of<scalar_t>* centers, const CosineLayout& layout,
+    const CosineEpilogue<acc_of<scalar_t>>& epilogue, const CosinePlan& plan,
     const CosineForwardScratch<acc_of<scalar_t>>& scratch, acc_of<scalar_t>* loss_per_utterance,
     acc_of<scalar_t>* score, acc_of<scalar_t>* pooled, cudaStream_t stream) {
   using acc_t = acc_of<scalar_t>;
@@ -378,9 +371,10 @@ void launch_cosine_forward(
         emb, layout, plan.frames_per_chunk, scratch.partial);
   }
   SPOOFLOSS_LAUNCH_CHECK();
-  SPOOFLOSS_LAUNCH(static_cast<unsigned>(plan.utterance_blocks), kThreads, 0, stream, cosine_epilogue_kernel<acc_t>)(
-      scratch.partial, plan.chunks, centers, scratch.center_sq, layout, epilogue, params, score_center,
-      loss_per_utterance, score, pooled);
+  const size_t cos_bytes = layout.num_centers * sizeof(acc_t);
+  SPOOFLOSS_LAUNCH(
+      static_cast<unsigned>(plan.utterance_blocks), kThreads, cos_bytes, stream, cosine_epilogue_kernel<acc_t>)(
+      scratch.partial, plan.chunks, centers, scratch.center_sq, layout, epilogue, loss_per_utterance, score, pooled);
   SPOOFLOSS_LAUNCH_CHECK();
 }
 
@@ -393,16 +387,17 @@ void launch_reduce_loss(const acc_t* values, int64_t n, bool mean, acc_t* loss, 
 
 template <typename scalar_t>
 void launch_cosine_backward(
-    const acc_of<scalar_t>* grad_loss, const acc_of<scalar_t>* pooled, const acc_of<scalar_t>* centers,
-    const CosineLayout& layout, Epilogue epilogue, Reduction reduction, const MarginParams<acc_of<scalar_t>>& params,
-    int64_t score_target, const CosinePlan& plan, const CosineBackwardScratch<acc_of<scalar_t>>& scratch,
+    const acc_of<scalar_t>* grad_loss, const acc_of<scalar_t>* grad_score, const acc_of<scalar_t>* pooled,
+    const acc_of<scalar_t>* centers, const CosineLayout& layout, const CosineEpilogue<acc_of<scalar_t>>& epilogue,
+    Reduction reduction, const CosinePlan& plan, const CosineBackwardScratch<acc_of<scalar_t>>& scratch,
     scalar_t* grad_emb, acc_of<scalar_t>* grad_centers, cudaStream_t stream) {
   using acc_t = acc_of<scalar_t>;
   launch_center_norms(centers, layout, scratch.center_sq, stream);
   const auto utterance_blocks = static_cast<unsigned>(plan.utterance_blocks);
-  SPOOFLOSS_LAUNCH(utterance_blocks, kThreads, 0, stream, backward_coefficients_kernel<acc_t>)(
-      grad_loss, pooled, centers, scratch.center_sq, layout, epilogue, reduction, params, score_target,
-      scratch.frame_grad, scratch.alpha, scratch.g_cos);
+  const size_t coefficient_bytes = (3 * layout.num_centers + 1) * sizeof(acc_t);  // cos, g, coefficients
+  SPOOFLOSS_LAUNCH(utterance_blocks, kThreads, coefficient_bytes, stream, backward_coefficients_kernel<acc_t>)(
+      grad_loss, grad_score, pooled, centers, scratch.center_sq, layout, epilogue, reduction, scratch.frame_grad,
+      scratch.alpha, scratch.g_cos);
   SPOOFLOSS_LAUNCH_CHECK();
   const dim3 frames_grid(utterance_blocks, static_cast<unsigned>(plan.chunks));
   if (rows_are_packed<scalar_t>(grad_emb, layout.dim, layout.emb_stride_batch, layout.emb_stride_time)) {
@@ -427,14 +422,14 @@ void launch_cosine_backward(
   SPOOFLOSS_LAUNCH_CHECK();
 }
 
-#define SPOOFLOSS_INSTANTIATE_COSINE(scalar_t)                                                                     \
-  template void launch_cosine_forward<scalar_t>(                                                                   \
-      const scalar_t*, const acc_of<scalar_t>*, const CosineLayout&, Epilogue, const MarginParams<acc_of<scalar_t>>&, \
-      int64_t, const CosinePlan&, const CosineForwardScratch<acc_of<scalar_t>>&, acc_of<scalar_t>*,                 \
-      acc_of<scalar_t>*, acc_of<scalar_t>*, cudaStream_t);                                                         \
-  template void launch_cosine_backward<scalar_t>(                                                                  \
-      const acc_of<scalar_t>*, const acc_of<scalar_t>*, const acc_of<scalar_t>*, const CosineLayout&, Epilogue,      \
-      Reduction, const MarginParams<acc_of<scalar_t>>&, int64_t, const CosinePlan&,                                \
+#define SPOOFLOSS_INSTANTIATE_COSINE(scalar_t)                                                                   \
+  template void launch_cosine_forward<scalar_t>(                                                                 \
+      const scalar_t*, const acc_of<scalar_t>*, const CosineLayout&, const CosineEpilogue<acc_of<scalar_t>>&,      \
+      const CosinePlan&, const CosineForwardScratch<acc_of<scalar_t>>&, acc_of<scalar_t>*, acc_of<scalar_t>*,     \
+      acc_of<scalar_t>*, cudaStream_t);                                                                          \
+  template void launch_cosine_backward<scalar_t>(                                                                \
+      const acc_of<scalar_t>*, const acc_of<scalar_t>*, const acc_of<scalar_t>*, const acc_of<scalar_t>*,           \
+      const CosineLayout&, const CosineEpilogue<acc_of<scalar_t>>&, Reduction, const CosinePlan&,                  \
       const CosineBackwardScratch<acc_of<scalar_t>>&, scalar_t*, acc_of<scalar_t>*, cudaStream_t);
 SPOOFLOSS_INSTANTIATE_FOR_INPUT_TYPES(SPOOFLOSS_INSTANTIATE_COSINE)
 #undef SPOOFLOSS_INSTANTIATE_COSINE

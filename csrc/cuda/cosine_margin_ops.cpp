@@ -39,8 +39,8 @@ class ScratchLayout {
 
 // Forward of the loss and the score (args.per_utterance undefined).
 void run_cosine_forward(
-    const CosineForwardArgs& args, Epilogue epilogue, double scale, double margin_bonafide, double margin_spoof,
-    int64_t bonafide_label, int64_t score_target) {
+    const CosineForwardArgs& args, int64_t loss, double scale, double margin_bonafide, double margin_spoof,
+    int64_t bonafide_label, int64_t score_rule, int64_t score_center) {
   const auto& layout = args.layout;
   const cuda::CosinePlan plan = plan_for(layout, args.emb.scalar_type());
   ScratchLayout parts;
@@ -51,10 +51,9 @@ void run_cosine_forward(
     using acc_t = cuda::acc_of<scalar_t>;
     acc_t* base = scratch.mutable_data_ptr<acc_t>();
     cuda::launch_cosine_forward<scalar_t>(
-        args.emb.const_data_ptr<scalar_t>(), args.centers.const_data_ptr<acc_t>(), layout, epilogue,
-        margin_params<acc_t>(scale, margin_bonafide, margin_spoof, bonafide_label),
-        math::score_center(epilogue, bonafide_label, score_target), plan,
-        cuda::CosineForwardScratch<acc_t>{base + center_sq_at, base + partial_at},
+        args.emb.const_data_ptr<scalar_t>(), args.centers.const_data_ptr<acc_t>(), layout,
+        cosine_epilogue<acc_t>(loss, scale, margin_bonafide, margin_spoof, bonafide_label, score_rule, score_center),
+        plan, cuda::CosineForwardScratch<acc_t>{base + center_sq_at, base + partial_at},
         args.per_utterance.defined() ? args.per_utterance.mutable_data_ptr<acc_t>() : nullptr,
         args.score.mutable_data_ptr<acc_t>(), args.pooled.mutable_data_ptr<acc_t>(), cuda::current_stream());
   });
@@ -62,43 +61,47 @@ void run_cosine_forward(
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_margin_loss_cuda(
     const at::Tensor& emb, const at::Tensor& centers, const at::Tensor& label, const c10::optional<at::Tensor>& lengths,
-    int64_t epilogue, double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label,
-    int64_t reduction) {
+    const c10::optional<at::Tensor>& center_index, int64_t loss, double scale, double margin_bonafide,
+    double margin_spoof, int64_t bonafide_label, int64_t score_rule, int64_t score_center, int64_t reduction) {
   // Validation first: a guard taken on a CPU tensor's device would fail with
   // CUDA's message instead of the library's.
-  const auto args = prepare_cosine_forward(emb, centers, label, lengths, epilogue, bonafide_label, reduction);
+  const auto args = prepare_cosine_forward(
+      emb, centers, label, lengths, center_index, loss, bonafide_label, score_rule, score_center, reduction);
   const cuda::DeviceGuard device_guard(emb.device());
-  run_cosine_forward(
-      args, static_cast<Epilogue>(epilogue), scale, margin_bonafide, margin_spoof, bonafide_label, /*score_target=*/0);
+  run_cosine_forward(args, loss, scale, margin_bonafide, margin_spoof, bonafide_label, score_rule, score_center);
   if (static_cast<Reduction>(reduction) == Reduction::kNone) {
     return {args.per_utterance, args.score, args.pooled};
   }
-  at::Tensor loss = at::empty({}, args.per_utterance.options());
+  at::Tensor reduced = at::empty({}, args.per_utterance.options());
   const bool mean = static_cast<Reduction>(reduction) == Reduction::kMean;
-  AT_DISPATCH_FLOATING_TYPES(loss.scalar_type(), "cosine_margin_loss_cuda_reduce", [&] {
+  AT_DISPATCH_FLOATING_TYPES(reduced.scalar_type(), "cosine_margin_loss_cuda_reduce", [&] {
     cuda::launch_reduce_loss<scalar_t>(
-        args.per_utterance.const_data_ptr<scalar_t>(), args.layout.batch, mean, loss.mutable_data_ptr<scalar_t>(),
+        args.per_utterance.const_data_ptr<scalar_t>(), args.layout.batch, mean, reduced.mutable_data_ptr<scalar_t>(),
         cuda::current_stream());
   });
-  return {loss, args.score, args.pooled};
+  return {reduced, args.score, args.pooled};
 }
 
 std::tuple<at::Tensor, at::Tensor> cosine_score_cuda(
-    const at::Tensor& emb, const at::Tensor& centers, const c10::optional<at::Tensor>& lengths, int64_t center_index) {
-  const auto kCosine = static_cast<int64_t>(Epilogue::kCosine);
-  const auto args = prepare_cosine_forward(emb, centers, c10::nullopt, lengths, kCosine, center_index, 0);
+    const at::Tensor& emb, const at::Tensor& centers, const c10::optional<at::Tensor>& lengths,
+    const c10::optional<at::Tensor>& center_index, int64_t score_rule, int64_t score_center, double scale) {
+  const int64_t none = static_cast<int64_t>(Reduction::kNone);
+  const auto args = prepare_cosine_forward(
+      emb, centers, c10::nullopt, lengths, center_index, kNoLoss, /*bonafide_label=*/0, score_rule, score_center, none);
   const cuda::DeviceGuard device_guard(emb.device());
-  run_cosine_forward(args, Epilogue::kCosine, 1.0, 0.0, 0.0, 0, center_index);
+  run_cosine_forward(args, kNoLoss, scale, 0.0, 0.0, 0, score_rule, score_center);
   return {args.score, args.pooled};
 }
 
 std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_cuda(
-    const at::Tensor& grad_loss, const at::Tensor& pooled, const at::Tensor& centers,
-    const c10::optional<at::Tensor>& label, const c10::optional<at::Tensor>& lengths, c10::SymIntArrayRef emb_sizes,
-    c10::ScalarType emb_dtype, int64_t epilogue, double scale, double margin_bonafide, double margin_spoof,
-    int64_t bonafide_label, int64_t reduction) {
+    const c10::optional<at::Tensor>& grad_loss, const c10::optional<at::Tensor>& grad_score, const at::Tensor& pooled,
+    const at::Tensor& centers, const c10::optional<at::Tensor>& label, const c10::optional<at::Tensor>& lengths,
+    const c10::optional<at::Tensor>& center_index, c10::SymIntArrayRef emb_sizes, c10::ScalarType emb_dtype,
+    int64_t loss, double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label,
+    int64_t score_rule, int64_t score_center, int64_t reduction) {
   const auto args = prepare_cosine_backward(
-      grad_loss, pooled, centers, label, lengths, emb_sizes, emb_dtype, epilogue, bonafide_label, reduction);
+      grad_loss, grad_score, pooled, centers, label, lengths, center_index, emb_sizes, emb_dtype, loss,
+      bonafide_label, score_rule, score_center, reduction);
   const cuda::DeviceGuard device_guard(pooled.device());
   const auto& layout = args.layout;
   const cuda::CosinePlan plan = plan_for(layout, emb_dtype);
@@ -113,10 +116,11 @@ std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_cuda(
     using acc_t = cuda::acc_of<scalar_t>;
     acc_t* base = scratch.mutable_data_ptr<acc_t>();
     cuda::launch_cosine_backward<scalar_t>(
-        args.grad_loss.const_data_ptr<acc_t>(), args.pooled.const_data_ptr<acc_t>(),
-        args.centers.const_data_ptr<acc_t>(), layout, static_cast<Epilogue>(epilogue),
-        static_cast<Reduction>(reduction), margin_params<acc_t>(scale, margin_bonafide, margin_spoof, args.bonafide_label),
-        args.score_target, plan,
+        args.grad_loss.defined() ? args.grad_loss.const_data_ptr<acc_t>() : nullptr,
+        args.grad_score.defined() ? args.grad_score.const_data_ptr<acc_t>() : nullptr,
+        args.pooled.const_data_ptr<acc_t>(), args.centers.const_data_ptr<acc_t>(), layout,
+        cosine_epilogue<acc_t>(loss, scale, margin_bonafide, margin_spoof, bonafide_label, score_rule, score_center),
+        static_cast<Reduction>(reduction), plan,
         cuda::CosineBackwardScratch<acc_t>{
             base + center_sq_at, base + frame_grad_at, base + alpha_at, base + g_cos_at, base + partials_at},
         args.grad_emb.mutable_data_ptr<scalar_t>(), args.grad_centers.mutable_data_ptr<acc_t>(),

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "../cosine_losses.h"
 #include "../layout.h"
 #include "../math.h"
 
@@ -110,8 +111,8 @@ struct CosineBackwardScratch {
 // score [B] and pooled [B, D] are written.
 template <typename scalar_t>
 void launch_cosine_forward(
-    const scalar_t* emb, const acc_of<scalar_t>* centers, const CosineLayout& layout, Epilogue epilogue,
-    const MarginParams<acc_of<scalar_t>>& params, int64_t score_center, const CosinePlan& plan,
+    const scalar_t* emb, const acc_of<scalar_t>* centers, const CosineLayout& layout,
+    const CosineEpilogue<acc_of<scalar_t>>& epilogue, const CosinePlan& plan,
     const CosineForwardScratch<acc_of<scalar_t>>& scratch, acc_of<scalar_t>* loss_per_utterance,
     acc_of<scalar_t>* score, acc_of<scalar_t>* pooled, cudaStream_t stream);
 
@@ -119,13 +120,14 @@ void launch_cosine_forward(
 template <typename acc_t>
 void launch_reduce_loss(const acc_t* values, int64_t n, bool mean, acc_t* loss, cudaStream_t stream);
 
-// Cosine-margin backward: grad_emb (contiguous, layout's sizes) and
-// grad_centers [C, D] are written.
+// Cosine-margin backward of grad_loss . loss + grad_score . score (either
+// may be null): grad_emb (contiguous, layout's sizes) and grad_centers [C, D]
+// are written.
 template <typename scalar_t>
 void launch_cosine_backward(
-    const acc_of<scalar_t>* grad_loss, const acc_of<scalar_t>* pooled, const acc_of<scalar_t>* centers,
-    const CosineLayout& layout, Epilogue epilogue, Reduction reduction, const MarginParams<acc_of<scalar_t>>& params,
-    int64_t score_target, const CosinePlan& plan, const CosineBackwardScratch<acc_of<scalar_t>>& scratch,
+    const acc_of<scalar_t>* grad_loss, const acc_of<scalar_t>* grad_score, const acc_of<scalar_t>* pooled,
+    const acc_of<scalar_t>* centers, const CosineLayout& layout, const CosineEpilogue<acc_of<scalar_t>>& epilogue,
+    Reduction reduction, const CosinePlan& plan, const CosineBackwardScratch<acc_of<scalar_t>>& scratch,
     scalar_t* grad_emb, acc_of<scalar_t>* grad_centers, cudaStream_t stream);
 
 // BCE with logits. Reduction none: writes per_element [n]. Otherwise writes

@@ -55,7 +55,9 @@ def check_tensor(name: str, value, optional: bool = False) -> None:
             "" if value is None else f" {value!r}"[:80]))
 
 
-def check_bonafide_label(bonafide_label: int) -> int:
-    if bonafide_label not in (0, 1) or isinstance(bonafide_label, float):
-        raise ValueError(f"bonafide_label must be 0 or 1, got {bonafide_label!r}")
+def check_bonafide_label(bonafide_label: int, classes: int = 2) -> int:
+    """The bona fide class index: an int (or bool) in [0, classes)."""
+    if isinstance(bonafide_label, float) or not isinstance(bonafide_label, int) or not 0 <= bonafide_label < classes:
+        allowed = "0 or 1" if classes == 2 else f"a class index in [0, {classes})"
+        raise ValueError(f"bonafide_label must be {allowed}, got {bonafide_label!r}")
     return int(bonafide_label)
