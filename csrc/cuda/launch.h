@@ -38,7 +38,7 @@ constexpr int64_t kMaxGridYZ = 65535;
 template <typename scalar_t>
 using acc_of = at::opmath_type<scalar_t>;
 
-inline int64_t ceil_div(int64_t a, int64_t b) {
+C10_HOST_DEVICE inline int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
