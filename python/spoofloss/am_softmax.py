@@ -5,10 +5,13 @@ import torch
 from . import ops
 from .base import check_bonafide_label
 from .cosine import CosineMarginLoss
+from .registry import register
 
 SCORES = ("cosine", "posterior")
 
 
+@register(name="am_softmax", family="cosine", reference="AMSoftmaxLoss", espnet_name="am_softmax_loss",
+          variants={"posterior-score": {"score": "posterior"}, "5-classes": {"num_classes": 5, "bonafide_label": 3}})
 class AMSoftmaxLoss(CosineMarginLoss):
     """Cross-entropy over s * (cos(x, c_k) - m * [k == label]), k < num_classes.
 

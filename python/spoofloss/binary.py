@@ -4,8 +4,11 @@ from torch import Tensor
 
 from . import ops
 from .base import AbsASVSpoofLoss, check_bonafide_label, check_tensor, reduction_code
+from .registry import register
 
 
+@register(name="binary", family="logits", reference="BinaryLoss", espnet_name="binary_loss",
+          variants={"bonafide-0": {"bonafide_label": 0}})
 class BinaryLoss(AbsASVSpoofLoss):
     """BCE with logits: softplus(pred) - target * pred, exact for any logit.
 

@@ -5,8 +5,11 @@ import torch
 from . import ops
 from .base import check_bonafide_label
 from .cosine import CosineMarginLoss
+from .registry import register
 
 
+@register(name="oc_softmax", family="cosine", reference="OCSoftmaxLoss", espnet_name="oc_softmax_loss",
+          variants={"bonafide-0": {"bonafide_label": 0}})
 class OCSoftmaxLoss(CosineMarginLoss):
     """softplus(alpha * (m_real - cos)) for bona fide, softplus(alpha * (cos - m_fake)) for spoof.
 
