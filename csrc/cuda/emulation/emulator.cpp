@@ -35,7 +35,11 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-#if !defined(__x86_64__)
+// The context switch: a few instructions of assembly on x86-64, ucontext
+// elsewhere (or with SPOOFLOSS_EMULATION_UCONTEXT, to test that path on x86-64).
+#if defined(__x86_64__) && !defined(SPOOFLOSS_EMULATION_UCONTEXT)
+#define SPOOFLOSS_EMULATION_ASM_SWITCH 1
+#else
 #include <ucontext.h>
 #endif
 
@@ -91,7 +95,7 @@ struct Random {
 };
 
 // ---------------------------------------------------------- context switch
-#if defined(__x86_64__)
+#ifdef SPOOFLOSS_EMULATION_ASM_SWITCH
 // Saves the callee-saved registers on the current stack, stores the stack
 // pointer in *save, and resumes the context whose stack pointer is `load`
 // (saved by an earlier switch, or prepared by prepare_context). A plain
@@ -133,9 +137,9 @@ void switch_context(Context* save, Context* load) {
   spoofloss_emulation_switch(&save->sp, load->sp);
 }
 
-// A fresh stack whose first switch `ret`s into entry() with the alignment of a
-// function just called.
-void prepare_context(Context* context, char* stack_top, void (*entry)()) {
+// A fresh stack [stack_low, stack_top) whose first switch `ret`s into entry()
+// with the alignment of a function just called.
+void prepare_context(Context* context, char* /*stack_low*/, char* stack_top, void (*entry)()) {
   auto* sp = reinterpret_cast<uint64_t*>(reinterpret_cast<uintptr_t>(stack_top) & ~uintptr_t(15));
   *--sp = 0;  // entry()'s return address (it never returns): after `ret`, rsp + 8 is 16-byte aligned, as after a call
   *--sp = reinterpret_cast<uint64_t>(entry);
@@ -152,10 +156,10 @@ void switch_context(Context* save, Context* load) {
   swapcontext(&save->uc, &load->uc);
 }
 
-void prepare_context(Context* context, char* stack_top, void (*entry)()) {
+void prepare_context(Context* context, char* stack_low, char* stack_top, void (*entry)()) {
   getcontext(&context->uc);
-  context->uc.uc_stack.ss_sp = stack_top - (kStackBytes - kPageBytes);
-  context->uc.uc_stack.ss_size = kStackBytes - kPageBytes;
+  context->uc.uc_stack.ss_sp = stack_low;
+  context->uc.uc_stack.ss_size = static_cast<size_t>(stack_top - stack_low);
   context->uc.uc_link = nullptr;
   makecontext(&context->uc, entry, 0);
 }
@@ -494,7 +498,7 @@ void run_block(BlockRun& run, const uint3& block_idx) {
     // for each of up to 1024 threads) halves the time of a context switch.
     char* top = f.stack + kStackBytes - (static_cast<size_t>(t) * 17 % 1024) * 64;
     asan_forget_stack_top(top);
-    prepare_context(&f.context, top, &fiber_entry);
+    prepare_context(&f.context, f.stack + kPageBytes, top, &fiber_entry);
     run.ready.push_back(t);
   }
   while (true) {
