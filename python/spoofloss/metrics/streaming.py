@@ -20,10 +20,12 @@ from ._inputs import (
     prepare,
     raise_nonfinite,
 )
+from .attack import AttackTrials
 from .det import det_rates, group_trials, sort_trials
 from .scalar import act_dcf_of, cllr_of, dcf_weights, eer_of, min_dcf_of, sort_cm, unsorted_cm
 from .tandem import (
     ASVSPOOF5_ASV_ERROR_RATES,
+    a_dcf_by_attack,
     a_dcf_of,
     a_dcf_weights,
     asv_codes,
@@ -328,6 +330,20 @@ def _dense_groups(groups: torch.Tensor, member: torch.Tensor) -> Tuple[torch.Ten
             idx, val = first_bad(groups, bad)
             raise ValueError(f"groups must hold integer ids, found groups[{idx}] = {val}")
         groups = groups.to(torch.int64)
+    big = torch.iinfo(torch.int64)
+    low, high, n_members = torch.stack([torch.where(member, groups, big.max).min(),
+                                        torch.where(member, groups, big.min).max(), member.sum()]).tolist()
+    if n_members == 0:
+        return torch.zeros_like(groups), []
+    if high - low <= 4 * n_members + 1024:
+        # ids in a short range (attack or codec numbers): a table instead of a sort.  Bin 0
+        # collects the trials that are not members.
+        offset = torch.where(member, groups - (low - 1), 0)
+        present = torch.bincount(offset, minlength=high - low + 2) > 0
+        present[0] = False
+        dense_of = torch.cumsum(present, 0) - 1
+        out = torch.where(member, dense_of[offset], 0)
+        return out, (torch.nonzero(present).reshape(-1) + (low - 1)).tolist()
     values, dense = torch.unique(groups[member], return_inverse=True)
     out = torch.zeros_like(groups)
     out[member] = dense
@@ -380,11 +396,12 @@ def _evaluate(cfg: DetectionMetrics, f: Dict[str, torch.Tensor]) -> Dict[str, ob
     if groups is None:
         return result
 
-    # ---- groups: the pooled orders regrouped by one stable sort of the group ids each
+    # ---- groups: attack groups read the pooled orders (attack.py); conditions regroup
+    # them by one stable sort of the group ids each
     attack = cfg.grouping == "attack"
     dense, names = _dense_groups(groups, ~is_bf if attack else torch.ones_like(is_bf))
-    sorted_groups = {key: group_trials(st, dense, len(names), share_non_spoof=attack)
-                     for key, st in sorted_pooled.items()}
+    regroup = AttackTrials if attack else group_trials
+    sorted_groups = {key: regroup(st, dense, len(names)) for key, st in sorted_pooled.items()}
     per_group = _metrics(cfg, sorted_groups, lab3 is not None)
     lacking = torch.zeros(len(names), dtype=torch.bool)
     for st in sorted_groups.values():
@@ -413,15 +430,24 @@ def _metrics(cfg: DetectionMetrics, sorted_trials, track2: bool, unordered=None)
     out: Dict[str, torch.Tensor] = {}
     st = sorted_trials.get("cm")
     if st is not None:
-        miss, fa = det_rates(st)
-        out["eer"], out["eer_threshold"] = eer_of(st, miss, fa)
-        out["min_dcf"], out["min_dcf_threshold"] = min_dcf_of(st, miss, fa, cfg.p_spoof, cfg.c_miss, cfg.c_fa)
+        # attack groups: the few DET points of each run that can be a metric's first
+        # minimum (attack.py); otherwise every point
+        if isinstance(st, AttackTrials):
+            eer_points, points = st.eer_points(), st.run_starts()
+        else:
+            eer_points = points = st
+        miss, fa = det_rates(eer_points)
+        out["eer"], out["eer_threshold"] = eer_of(eer_points, miss, fa)
+        if points is not eer_points:
+            del miss, fa
+            miss, fa = det_rates(points)
+        out["min_dcf"], out["min_dcf_threshold"] = min_dcf_of(points, miss, fa, cfg.p_spoof, cfg.c_miss, cfg.c_fa)
         if track2:
-            value, thr, distinct = min_tdcf_of(st, miss, fa, cfg._tdcf)
+            value, thr, distinct = min_tdcf_of(points, miss, fa, cfg._tdcf)
             hard = distinct < 3  # fewer than 3 distinct CM scores: the package refuses them
             out["min_tdcf"] = torch.where(hard, math.nan, value)
             out["min_tdcf_threshold"] = torch.where(hard, math.nan, thr)
-        del miss, fa
+        del eer_points, points, miss, fa
         plain, scores64 = unordered if unordered is not None else (st, None)
         out["act_dcf"], act_thr = act_dcf_of(plain, cfg.p_spoof, cfg.c_miss, cfg.c_fa, scores64)
         out["act_dcf_threshold"] = torch.full((st.n_seg,), act_thr, dtype=torch.float64)
@@ -429,7 +455,8 @@ def _metrics(cfg: DetectionMetrics, sorted_trials, track2: bool, unordered=None)
         out["n_bonafide"], out["n_spoof"] = st.counts[:, 0], st.counts[:, 1]
     st = sorted_trials.get("sasv")
     if st is not None:
-        out["a_dcf"], out["a_dcf_threshold"] = a_dcf_of(st, cfg._a_dcf)
+        a_dcf_fn = a_dcf_by_attack if isinstance(st, AttackTrials) else a_dcf_of
+        out["a_dcf"], out["a_dcf_threshold"] = a_dcf_fn(st, cfg._a_dcf)
         out["n_spoof"] = st.counts[:, 2]
     lists = {name: v.tolist() for name, v in out.items()}  # one read-back per tensor, none per group
     if "asv" in sorted_trials:
