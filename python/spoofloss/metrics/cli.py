@@ -77,8 +77,8 @@ def _track1(args, progress) -> Dict[str, object]:
     s = torch.from_numpy(values).to(device)
     is_bf = torch.from_numpy(labels == 0).to(device)
     out: Dict[str, object] = {"track": 1, "scores": args.cm, "key": args.cm_key}
-    out["pooled"] = _run(DetectionMetrics(), dict(scores=s, labels=is_bf))
-    _grouped(out, key, rows, device, dict(scores=s, labels=is_bf), DetectionMetrics)
+    out["pooled"] = None  # first key of the JSON file
+    out["pooled"] = _grouped(out, key, rows, device, dict(scores=s, labels=is_bf), DetectionMetrics)
     progress.say("scored", scores.buf.size)
     return out
 
@@ -123,12 +123,12 @@ def _track2(args, progress) -> Dict[str, object]:
             fields["asv_scores"] = torch.from_numpy(asv).to(device)
     make = lambda **kw: DetectionMetrics(t_eer_exhaustive=args.exhaustive_teer, **kw)  # noqa: E731
     out: Dict[str, object] = {"track": 2, "scores": args.sasv, "key": args.sasv_key}
-    pooled = _run(make(), fields)
+    out["pooled"] = None  # first key of the JSON file
+    pooled = _grouped(out, key, rows, device, fields, make)
     if "scores" in fields and math.isnan(pooled["min_tdcf"]):
         raise UsageError(f"{args.sasv}: the cm-score column holds fewer than 3 distinct values; the min t-DCF "
                          "needs soft CM scores, not hard decisions (the evaluation package refuses them too)")
     out["pooled"] = pooled
-    _grouped(out, key, rows, device, fields, make)
     progress.say("scored", scores.buf.size)
     return out
 
@@ -144,16 +144,22 @@ def _run(metric: DetectionMetrics, fields, groups=None) -> Dict[str, object]:
     return metric.compute()
 
 
-def _grouped(out, key, rows, device, fields, make) -> None:
-    """Per-attack (attack grouping) and per-codec (condition grouping) results."""
+def _grouped(out, key, rows, device, fields, make) -> Dict[str, object]:
+    """Per-attack (attack grouping) and per-codec (condition grouping) results into
+    ``out``; returns the pooled results (those of the first grouped run, which computes
+    them anyway, or of a run without groups)."""
     from .files import categories
 
+    pooled = None
     for column, grouping in (("attack", "attack"), ("codec", "condition")):
         if not key.has(column):
             continue
         ids, names = categories(key.text(column)[rows])
         result = _run(make(grouping=grouping), fields, torch.from_numpy(ids).to(device))
-        out[f"per_{column}"] = {names[g]: r for g, r in result["groups"].items()}
+        out[f"per_{column}"] = {names[g]: r for g, r in result.pop("groups").items()}
+        if pooled is None:
+            pooled = result
+    return pooled if pooled is not None else _run(make(), fields)
 
 
 # ---------------------------------------------------------------------------------------
