@@ -224,8 +224,19 @@ def _json_safe(x):
     return x
 
 
+NUMPY_MISSING = (
+    "error: python -m spoofloss.metrics reads score and key files with numpy, which is not installed; "
+    "install it with: pip install 'spoofloss[metrics]' (or pip install numpy)"
+)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    try:  # the metrics need torch only; reading the files needs numpy (the "metrics" extra)
+        import numpy  # noqa: F401
+    except ImportError:
+        print(NUMPY_MISSING, file=sys.stderr)
+        return 1
     from .files import FileFormatError, Progress
 
     try:
@@ -241,9 +252,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise UsageError(f"--m {args.mode} does not go with the files given")
         progress = Progress(args.progress)
         out = _track1(args, progress) if t1 else _track2(args, progress)
-    except ImportError as exc:
-        print(f"error: the command needs numpy to read files ({exc})", file=sys.stderr)
-        return 1
     except (FileFormatError, UsageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
