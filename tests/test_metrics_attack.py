@@ -129,6 +129,36 @@ def test_track1_per_attack_hand_case():
     assert (out[8]["eer"], out[8]["eer_threshold"]) == (0.5, 2.0)
 
 
+def test_min_dcf_per_attack_tie_with_the_first_point():
+    # p_spoof 1/2, c_miss = c_fa = 1: rejecting everything (the last point) costs what
+    # accepting everything (k = 0) costs.  Attack 5 outscores the bona fide trials, so no
+    # point is cheaper: the first minimum is k = 0, threshold below the smallest score.
+    s = torch.tensor([1.0, 2.0, 3.0, 4.0, 0.5, 2.5])
+    lab = torch.tensor([1, 1, 0, 0, 0, 0])
+    metric = metrics.DetectionMetrics(grouping="attack", p_spoof=0.5, c_miss=1.0, c_fa=1.0)
+    metric.update(s, lab, groups=torch.tensor([0, 0, 5, 5, 6, 6]))
+    out = metric.compute()["groups"]
+    assert (out[5]["min_dcf"], out[5]["min_dcf_threshold"]) == (1.0, 1.0 - 0.001)
+    for a, keep in ((5, [0, 1, 2, 3]), (6, [0, 1, 4, 5])):
+        want = metrics.min_dcf(s[keep], lab[keep], p_spoof=0.5, c_miss=1.0, c_fa=1.0)
+        assert (out[a]["min_dcf"], out[a]["min_dcf_threshold"]) == want
+
+
+def test_a_dcf_per_attack_tie_with_the_first_point():
+    # a cost model where rejecting everything (w_miss = 0.5) costs what accepting
+    # everything (w_fa + w_spoof = 0.25 + 0.25) costs, in exact binary fractions.  Attack
+    # 3 sorted 0t 1t 2s 4t 4n: costs 1, 4/3, 5/3, 7/6, 3/2, 1: the first point (k = 0) wins.
+    model = dict(Ptar=0.5, Pnon=0.25, Pspoof=0.25, Cmiss=1, Cfa=1, Cfa_spoof=1)
+    sasv = torch.tensor([1.0, 0.0, 4.0, 4.0, 2.0, 5.0])
+    lab = torch.tensor([TAR, TAR, TAR, NON, SPF, SPF])
+    metric = metrics.DetectionMetrics(a_dcf_cost_model=model)
+    metric.update(groups=torch.tensor([0, 0, 0, 0, 3, 8]), asv_labels=lab, sasv_scores=sasv)
+    out = metric.compute()["groups"]
+    assert (out[3]["a_dcf"], out[3]["a_dcf_threshold"]) == (1.0, 0.0 - 1e-8)
+    for a, keep in ((3, [0, 1, 2, 3, 4]), (8, [0, 1, 2, 3, 5])):
+        assert (out[a]["a_dcf"], out[a]["a_dcf_threshold"]) == metrics.a_dcf(sasv[keep], lab[keep], cost_model=model)
+
+
 # ---------------------------------------------------------------------------------------
 # Track 2
 # ---------------------------------------------------------------------------------------
@@ -248,7 +278,7 @@ def test_first_at_least_equals_searchsorted(m):
         s = torch.arange(n_spoof + 1, dtype=torch.float64)
         fa.append(torch.sub(float(n_spoof), s).div_(float(n_spoof)))
     fa = torch.cat(fa)
-    assert torch.equal(attack.first_at_least(miss, fa, float(m)), torch.searchsorted(miss, fa))
+    assert torch.equal(attack.first_at_least(fa, float(m)), torch.searchsorted(miss, fa))
 
 
 def test_floor_log2():

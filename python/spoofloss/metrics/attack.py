@@ -19,13 +19,14 @@ spoof trial when b == lo(s) and s >= 1, else its b-th shared trial ((0, 0) is th
 first point, k = 0, below every score).
 
 Within a run the spoof rate is constant and the shared rates move monotonically, so each
-metric needs few points per run (``miss = b / M`` rises strictly with b):
+metric needs few points per run, or per group (``miss = b / M`` rises strictly with b):
 
-* minDCF, min t-DCF: the cost rises with the miss rate: the run's first point (lo(s), s).
-* EER: ``|miss - fa|`` falls, then rises along the run (steps of 1/M, far above the
-  rounding of float64): the first minimum is one of the two points either side of
-  ``miss = fa``, at b = ceil(fa M) checked against the rounded rates b / M
-  (:func:`first_at_least`).
+* minDCF, min t-DCF: the cost rises with the miss rate: the run's first point (lo(s), s),
+  i.e. the point of each spoof trial, and k = 0 (:class:`SpoofPoints`).
+* EER: ``miss - fa`` rises along the whole path (miss up, fa down), so ``|miss - fa|``
+  falls, then rises: the first point with ``miss >= fa`` or the one before it, found by
+  a binary search over each group's runs and b = ceil(fa M) within the run
+  (scalar.eer_by_attack, :func:`first_at_least`).
 * a-DCF (three classes): the shared part ``w_miss Pmiss(b) + w_fa Pfa_non(b)`` is not
   monotone; each run's minimum is a range-minimum query (:class:`RangeMin`), and the
   first point attaining the group's minimum is searched in its run only
@@ -35,13 +36,13 @@ metric needs few points per run (``miss = b / M`` rises strictly with b):
   a window); :class:`AttackCurve` evaluates a group's curves at given points.
 
 The earliest minimum of a group (np.argmin, the package's strict ``<`` loops) is the
-earliest minimum over the points kept, taken in path order: every point left out has,
-in its run, a kept point of smaller value, or of equal value before it.  Only the
-group's own points are visited (never a threshold of another attack's trial), so ties
-need no rule beyond the package's order.
+earliest minimum over the points kept, taken in path order (run 0 of a group before the
+runs its spoof trials open): every point left out has a kept point of smaller value, or
+of equal value before it.  Only the group's own points are visited (never a threshold
+taken from another attack's trial), so ties need no rule beyond the package's order.
 
-Cost: O(N) memory and O(N log N) time (S + G runs; the metrics' arrays have one element
-per run), never O(N G).
+Cost: O(N) memory and O(N log N) time (the metrics' arrays have one element per spoof
+trial or per shared trial), never O(N G).
 """
 
 from __future__ import annotations
@@ -59,19 +60,18 @@ def floor_log2(x: torch.Tensor) -> torch.Tensor:
     return torch.frexp(x.to(torch.float64))[1].to(torch.int64) - 1
 
 
-def first_at_least(miss_by_b: torch.Tensor, fa: torch.Tensor, n_bf: float) -> torch.Tensor:
-    """int64: for each value of ``fa`` (in [0, 1]), the first b in 0 .. M with
-    ``miss_by_b[b] >= fa`` (M + 1 where none), ``miss_by_b[b]`` being b / M rounded.
+def first_at_least(fa: torch.Tensor, n_bf: float) -> torch.Tensor:
+    """int64: for each value of ``fa`` (in [0, 1]), the first b in 0 .. M (M = ``n_bf``)
+    with ``b / M >= fa``, b / M rounded as det_rates rounds it (M + 1 where none).
 
-    As ``searchsorted`` on ``miss_by_b``, without its binary search: b = ceil(fa M) is
-    the answer up to the rounding of fa M and of b / M (steps of 1/M, far above it), then
-    corrected against the rounded rates themselves until nothing moves (one step in
-    practice)."""
-    m = miss_by_b.numel() - 1
+    b = ceil(fa M) is the answer up to the rounding of fa M and of b / M (steps of 1/M,
+    far above it); it is then corrected against the rounded rates themselves until
+    nothing moves (no step, or one, in practice)."""
+    m = int(n_bf)
     b = torch.ceil(fa * n_bf).to(torch.int64).clamp_(0, m + 1)
     while True:  # move left while the previous rate still reaches fa, right while b's does not
-        back = (b > 0) & (miss_by_b[(b - 1).clamp(min=0)] >= fa)
-        ahead = (b <= m) & (miss_by_b[b.clamp(max=m)] < fa)
+        back = (b > 0) & ((b - 1).to(torch.float64).div_(n_bf) >= fa)
+        ahead = (b <= m) & (b.to(torch.float64).div_(n_bf) < fa)
         if not bool((back | ahead).any()):
             return b
         b = b - back.to(torch.int64) + ahead.to(torch.int64)
@@ -126,7 +126,7 @@ class AttackTrials:
         self.spoof_rank = torch.arange(1, n_all + 1, device=device) - self.spoof_starts[self.spoof_seg]
         shared_counts = torch.bincount(self.shared_codes, minlength=c - 1)
         self.counts = torch.cat([shared_counts.expand(n_groups, c - 1), self.n_spoof.reshape(-1, 1)], 1)
-        self._runs = self._codes = self._scores = None
+        self._run_ends = self._codes = self._scores = None
 
     @property
     def device(self):
@@ -153,54 +153,33 @@ class AttackTrials:
         return counts
 
     # ---- runs ---------------------------------------------------------------------------
-    def runs(self):
-        """The runs of every group, group by group, each in path order (R = S + G):
-        ``(seg, s, lo, hi, spoof)``, int64 [R] each: group, spoof count, first and last b,
-        and the index (in the spoof arrays) of the spoof trial that opens the run (-1 for
-        run 0)."""
-        if self._runs is None:
-            device = self.device
-            n_spoof_all = self.spoof_keys.numel()
-            per_group = self.n_spoof + 1
-            n_runs = n_spoof_all + self.n_seg
-            seg = torch.repeat_interleave(torch.arange(self.n_seg, device=device), per_group, output_size=n_runs)
-            run_starts = torch.cumsum(per_group, 0) - per_group
-            s = torch.arange(n_runs, device=device) - run_starts[seg]
-            opened = torch.arange(n_spoof_all, device=device) + self.spoof_seg + 1  # run of each spoof trial
-            lo = torch.zeros(n_runs, dtype=torch.int64, device=device)
-            lo[opened] = self.spoof_lo
-            hi = torch.full((n_runs,), self.n_shared, dtype=torch.int64, device=device)
-            hi[opened - 1] = self.spoof_lo  # the run before ends where the spoof trial's run starts
-            spoof = torch.full((n_runs,), -1, dtype=torch.int64, device=device)
-            spoof[opened] = torch.arange(n_spoof_all, device=device)
-            self._runs = (seg, s, lo, hi, spoof)
-        return self._runs
+    def run_ends(self) -> torch.Tensor:
+        """int64 [S]: hi of the run each spoof trial opens: lo of the next spoof trial of
+        its group, or M."""
+        if self._run_ends is None:
+            lo = self.spoof_lo
+            hi = torch.full_like(lo, self.n_shared)
+            hi[:-1] = lo[1:]
+            hi[self.spoof_starts + self.n_spoof - 1] = self.n_shared
+            self._run_ends = hi
+        return self._run_ends
 
-    def point_keys(self, b: torch.Tensor, s: torch.Tensor, lo: torch.Tensor, spoof: torch.Tensor) -> torch.Tensor:
-        """int64: the key of the trial at the points (b, s) of the runs that open at ``lo``
-        with the spoof trial ``spoof`` (the spoof trial when b == lo and s >= 1, else the
-        b-th shared trial; undefined at (0, 0))."""
-        at_spoof = (b == lo) & (s > 0)
+    def first_run_end(self) -> torch.Tensor:
+        """int64 [G]: hi of run 0 of each group (lo of its first spoof trial)."""
+        return self.spoof_lo[self.spoof_starts]
+
+    def key_at(self, b: torch.Tensor, lo: torch.Tensor, spoof: torch.Tensor) -> torch.Tensor:
+        """int64: the key of the trial at point (b, s) of a run that starts at ``lo`` and
+        that the spoof trial ``spoof`` opens (-1 for run 0): that spoof trial when b == lo,
+        else the b-th shared trial.  Undefined at (0, 0)."""
+        at_spoof = (b == lo) & (spoof >= 0)
         shared = self.shared_keys[(b - 1).clamp(0, max(self.n_shared - 1, 0))] if self.n_shared else b
         return torch.where(at_spoof, self.spoof_keys[spoof.clamp(min=0)], shared)
 
-    def run_starts(self) -> "RunPoints":
-        """The first point of every run: the candidates of minDCF and min t-DCF."""
-        return RunPoints(self, self.runs()[2])
-
-    def eer_points(self) -> "RunPoints":
-        """The first minimum of |miss - fa| in every run (two-class trials)."""
-        seg, s, lo, hi, _ = self.runs()
-        n_bf = float(self.n_shared)
-        miss_by_b = torch.arange(self.n_shared + 1, dtype=torch.float64, device=self.device).div_(n_bf)
-        n_sp = self.class_count(1)[seg]
-        fa = torch.sub(n_sp, s.to(torch.float64)).div_(n_sp)  # as det_rates
-        cross = first_at_least(miss_by_b, fa, n_bf)  # first b with miss >= fa
-        left = torch.minimum(torch.maximum(cross - 1, lo), hi)
-        right = torch.minimum(torch.maximum(cross, lo), hi)
-        gap_left = (miss_by_b[left] - fa).abs_()
-        gap_right = (miss_by_b[right] - fa).abs_()
-        return RunPoints(self, torch.where(gap_left <= gap_right, left, right))  # equal: the earlier
+    def spoof_points(self) -> "SpoofPoints":
+        """The points (lo(s), s) that open the runs s >= 1: with k = 0, the candidates of
+        minDCF and min t-DCF."""
+        return SpoofPoints(self)
 
     # ---- sums for actDCF and Cllr (scalar.act_dcf_of, cllr_of) --------------------------
     @property
@@ -248,25 +227,24 @@ class AttackTrials:
         return extra.index_add_(0, seg, new.to(torch.int64)).add_(n_shared)
 
 
-class RunPoints:
-    """One DET point per run of an :class:`AttackTrials` (b [R], with the run's s): the
-    interface of :class:`~spoofloss.metrics.det.SortedTrials` that det_rates, eer_of,
-    min_dcf_of and min_tdcf_of use, over these points only."""
+class SpoofPoints:
+    """The DET point of every spoof trial, (lo, s), in the spoof arrays' order (each group
+    in path order), with the point k = 0 of each group in front: the interface of
+    :class:`~spoofloss.metrics.det.SortedTrials` that det_rates, min_dcf_of and min_tdcf_of
+    use, over these points only."""
 
-    def __init__(self, trials: AttackTrials, b: torch.Tensor):
+    def __init__(self, trials: AttackTrials):
         self.trials = trials
-        self.seg, self.s, self.lo, _, self.spoof = trials.runs()
-        self.b = b
-        self.origin = (b == 0) & (self.s == 0)  # the point k = 0
+        self.seg = trials.spoof_seg
         self.n_seg = trials.n_seg
         self.counts = trials.counts
 
     @property
     def device(self):
-        return self.b.device
+        return self.seg.device
 
     def __len__(self):
-        return self.b.numel()
+        return self.seg.numel()
 
     def class_count(self, code: int) -> torch.Tensor:
         return self.trials.class_count(code)
@@ -275,33 +253,30 @@ class RunPoints:
         return per_segment[self.seg]
 
     def cumulative(self, code: int) -> torch.Tensor:
-        """float64 [R]: shared trials passed (code 0, two-class trials) or spoof trials passed."""
-        return (self.b if code == 0 else self.s).to(torch.float64)
+        """float64 [S]: shared trials passed (code 0: two-class trials) or spoof trials passed."""
+        return (self.trials.spoof_lo if code == 0 else self.trials.spoof_rank).to(torch.float64)
 
     def position(self) -> torch.Tensor:
-        """float64 [R]: k = b + s."""
-        return (self.b + self.s).to(torch.float64)
+        """float64 [S]: k = lo + s."""
+        return (self.trials.spoof_lo + self.trials.spoof_rank).to(torch.float64)
 
     def distinct_scores(self) -> torch.Tensor:
         return self.trials.distinct_scores()
 
     def first_min(self, values: torch.Tensor, initial: Union[float, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """As SortedTrials.first_min: ``(position [G], value [G])``, position -1 for k = 0.
-        The point k = 0 is one of the points here (the first of its group), valued
-        ``initial``."""
-        values = torch.where(self.origin, initial, values)
+        """As SortedTrials.first_min: ``(position [G], value [G])``, position -1 for k = 0
+        (valued ``initial``; it comes first, so it wins ties)."""
         first, best = segment_first_min(values, self.seg, self.n_seg)
-        pos = torch.where(self.origin[first], -1, first)
-        return pos, best
+        take_initial = best >= initial
+        return torch.where(take_initial, -1, first), torch.where(take_initial, initial, best)
 
     def take(self, values: torch.Tensor, pos: torch.Tensor, initial: Union[float, torch.Tensor]) -> torch.Tensor:
         return torch.where(pos < 0, initial, values[pos.clamp(min=0)])
 
     def thresholds(self, pos: torch.Tensor, first_offset: float) -> torch.Tensor:
-        """float64 [G]: the score at each point; below the group's smallest score by
+        """float64 [G]: the spoof trial's score; below the group's smallest score by
         ``first_offset`` at k = 0."""
-        p = pos.clamp(min=0)
-        keys = self.trials.point_keys(self.b[p], self.s[p], self.lo[p], self.spoof[p])
+        keys = self.trials.spoof_keys[pos.clamp(min=0)]
         at = self.trials.decode(torch.where(pos < 0, self.trials.first_keys(), keys))
         return torch.where(pos < 0, at - first_offset, at)
 

@@ -26,6 +26,7 @@ from typing import Tuple
 import torch
 
 from ._inputs import TensorLike, prepare
+from .attack import AttackTrials, first_at_least
 from .det import FIRST_THRESHOLD_OFFSET, SortedTrials, det_rates, sort_trials
 
 # class codes of the two-class curves: bona fide sorts before spoof among equal scores
@@ -62,6 +63,60 @@ def eer_of(st: SortedTrials, miss: torch.Tensor, fa: torch.Tensor):
     pos, _ = st.first_min((miss - fa).abs_(), 1.0)  # |miss - fa| = 1 at k = 0
     value = (st.take(miss, pos, 0.0) + st.take(fa, pos, 1.0)) / 2
     return value, st.thresholds(pos, FIRST_THRESHOLD_OFFSET)
+
+
+def eer_by_attack(trials: AttackTrials):
+    """EER [G] and its threshold [G] of every attack group (two-class trials, see
+    attack.py), equal to :func:`eer_of` on each group's own trials.
+
+    Along a group's DET path ``miss = b / M`` rises and ``fa = (S_a - s) / S_a`` falls, so
+    ``miss - fa`` rises strictly (steps of 1/M or 1/S_a, far above the rounding of float64)
+    and ``|miss - fa|`` falls, then rises: its first minimum is the first point with
+    ``miss >= fa`` or the point before it (the earlier on a tie).  The run holding the
+    former is the first whose last point has ``miss >= fa``: a binary search over each
+    group's runs, for all groups at once; the point within the run is
+    :func:`~spoofloss.metrics.attack.first_at_least`'s.
+    """
+    device = trials.device
+    n_bf = float(trials.n_shared)
+    n_sp = trials.class_count(SPOOF_CODE)  # float64 [G]
+    starts, lo_spoof, hi_spoof = trials.spoof_starts, trials.spoof_lo, trials.run_ends()
+    last = max(lo_spoof.numel() - 1, 0)
+
+    def bounds(t):  # first and last b of run t (0 .. S_a) of each group
+        j = (starts + t - 1).clamp(0, last)
+        return torch.where(t > 0, lo_spoof[j], 0), torch.where(t > 0, hi_spoof[j], trials.first_run_end())
+
+    def miss_at(b):  # as det_rates: shared trials passed / M, spoof trials not passed / S_a
+        return b.to(torch.float64).div_(n_bf)
+
+    def fa_at(t):
+        return torch.sub(n_sp, t.to(torch.float64)).div_(n_sp)
+
+    low = torch.zeros(trials.n_seg, dtype=torch.int64, device=device)
+    high = trials.n_spoof.clone()  # the last run ends at miss 1, fa 0
+    while bool((low < high).any()):
+        mid = (low + high) >> 1
+        reached = miss_at(bounds(mid)[1]) >= fa_at(mid)
+        high = torch.where(reached, mid, high)
+        low = torch.where(reached, low, mid + 1)
+    run = low
+    lo, hi = bounds(run)
+    fa_up = fa_at(run)
+    b_up = torch.minimum(torch.maximum(first_at_least(fa_up, n_bf), lo), hi)  # the first point with miss >= fa
+    # the point before it: in the same run, or the last of the run before (none before k = 0)
+    in_run = b_up > lo
+    b_down, s_down = torch.where(in_run, b_up - 1, lo), torch.where(in_run, run, run - 1)
+    fa_down = fa_at(s_down)
+    gap_up = (miss_at(b_up) - fa_up).abs_()
+    gap_down = (miss_at(b_down) - fa_down).abs_()
+    down = (in_run | (run > 0)) & (gap_down <= gap_up)
+    b, s, fa = torch.where(down, b_down, b_up), torch.where(down, s_down, run), torch.where(down, fa_down, fa_up)
+    value = (miss_at(b) + fa) / 2  # at k = 0: (0 + 1) / 2, as eer_of
+    origin = (b == 0) & (s == 0)
+    keys = trials.key_at(b, bounds(s)[0], torch.where(s > 0, starts + s - 1, -1))
+    at = trials.decode(torch.where(origin, trials.first_keys(), keys))
+    return value, torch.where(origin, at - FIRST_THRESHOLD_OFFSET, at)
 
 
 def min_dcf_of(st: SortedTrials, miss, fa, p_spoof: float, c_miss: float, c_fa: float):

@@ -22,7 +22,7 @@ from ._inputs import (
 )
 from .attack import AttackTrials
 from .det import det_rates, group_trials, sort_trials
-from .scalar import act_dcf_of, cllr_of, dcf_weights, eer_of, min_dcf_of, sort_cm, unsorted_cm
+from .scalar import act_dcf_of, cllr_of, dcf_weights, eer_by_attack, eer_of, min_dcf_of, sort_cm, unsorted_cm
 from .tandem import (
     ASVSPOOF5_ASV_ERROR_RATES,
     a_dcf_by_attack,
@@ -430,24 +430,23 @@ def _metrics(cfg: DetectionMetrics, sorted_trials, track2: bool, unordered=None)
     out: Dict[str, torch.Tensor] = {}
     st = sorted_trials.get("cm")
     if st is not None:
-        # attack groups: the few DET points of each run that can be a metric's first
-        # minimum (attack.py); otherwise every point
+        # attack groups: the few DET points that can be a metric's first minimum
+        # (attack.py); otherwise every point
         if isinstance(st, AttackTrials):
-            eer_points, points = st.eer_points(), st.run_starts()
-        else:
-            eer_points = points = st
-        miss, fa = det_rates(eer_points)
-        out["eer"], out["eer_threshold"] = eer_of(eer_points, miss, fa)
-        if points is not eer_points:
-            del miss, fa
+            out["eer"], out["eer_threshold"] = eer_by_attack(st)
+            points = st.spoof_points()
             miss, fa = det_rates(points)
+        else:
+            points = st
+            miss, fa = det_rates(points)
+            out["eer"], out["eer_threshold"] = eer_of(points, miss, fa)
         out["min_dcf"], out["min_dcf_threshold"] = min_dcf_of(points, miss, fa, cfg.p_spoof, cfg.c_miss, cfg.c_fa)
         if track2:
             value, thr, distinct = min_tdcf_of(points, miss, fa, cfg._tdcf)
             hard = distinct < 3  # fewer than 3 distinct CM scores: the package refuses them
             out["min_tdcf"] = torch.where(hard, math.nan, value)
             out["min_tdcf_threshold"] = torch.where(hard, math.nan, thr)
-        del eer_points, points, miss, fa
+        del points, miss, fa
         plain, scores64 = unordered if unordered is not None else (st, None)
         out["act_dcf"], act_thr = act_dcf_of(plain, cfg.p_spoof, cfg.c_miss, cfg.c_fa, scores64)
         out["act_dcf_threshold"] = torch.full((st.n_seg,), act_thr, dtype=torch.float64)

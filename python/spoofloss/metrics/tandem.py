@@ -374,11 +374,12 @@ def a_dcf_by_attack(trials: AttackTrials, weights):
     ``A(b) = w_miss Pmiss + w_fa Pfa_non`` (b shared trials passed) and the spoof part
     ``C(s) = w_spoof Pfa_spoof``, summed in a_dcf_of's order.  Rounding is monotone, so a
     run's minimum is that of ``min A`` over the run (one range-minimum query per run); the
-    group's minimum is the earliest run's attaining it, and within that run the first b
-    whose rounded cost is that minimum (a search that never scans more than two blocks).
+    group's minimum is the earliest run's attaining it (run 0 first, then the runs the
+    spoof trials open), and within that run the first b whose rounded cost is that
+    minimum (a search that scans at most two blocks).
     """
     w_miss, w_fa, w_spoof, norm = weights
-    seg, s, lo, hi, spoof = trials.runs()
+    device = trials.device
     n_tar, n_non = (trials.class_count(c)[0] for c in (TARGET_CODE, NONTARGET_CODE))
     # A(b), b = 0 .. M: as a_dcf_of's p_miss * w_miss + p_fa_non * w_fa
     targets = trials.shared_cumulative(TARGET_CODE).to(torch.float64)
@@ -386,23 +387,34 @@ def a_dcf_by_attack(trials: AttackTrials, weights):
     shared_cost = targets.div_(n_tar).mul_(w_miss)
     shared_cost.add_(torch.sub(n_non, nontargets).div_(n_non).mul_(w_fa))
     del targets, nontargets
-    n_spf = trials.class_count(SPOOF3_CODE)[seg]
-    spoof_cost = torch.sub(n_spf, s.to(torch.float64)).div_(n_spf).mul_(w_spoof)  # C(s) [R]
-    del n_spf
     range_min = RangeMin(shared_cost)
-    # [R]; at k = 0 (b = s = 0) this is a_dcf_of's initial value: ((0 + w_fa) + w_spoof) / norm
-    run_best = range_min(lo, hi).add_(spoof_cost).div_(norm)
-    first_run, best = segment_first_min(run_best, seg, trials.n_seg)
-    run_cost = spoof_cost[first_run]
+    n_spf = trials.class_count(SPOOF3_CODE)  # [G]
+    # the runs the spoof trials open: b = lo .. hi, s = rank  [S]
+    lo, hi = trials.spoof_lo, trials.run_ends()
+    per_spoof = n_spf[trials.spoof_seg]
+    spoof_cost = torch.sub(per_spoof, trials.spoof_rank.to(torch.float64)).div_(per_spoof).mul_(w_spoof)  # C(s)
+    del per_spoof
+    first, best = segment_first_min(range_min(lo, hi).add_(spoof_cost).div_(norm), trials.spoof_seg, trials.n_seg)
+    # run 0 of each group: b = 0 .. lo of its first spoof trial, s = 0 (its first point,
+    # k = 0, is valued as a_dcf_of's initial value: ((0 + w_fa) + w_spoof) / norm)
+    zero = torch.zeros(trials.n_seg, dtype=torch.int64, device=device)
+    cost0 = torch.sub(n_spf, 0.0).div_(n_spf).mul_(w_spoof)
+    first_end = trials.first_run_end()
+    best0 = range_min(zero, first_end).add_(cost0).div_(norm)
+    run0 = best0 <= best  # the earlier run wins a tie
+    best = torch.where(run0, best0, best)
+    j = first.clamp(max=max(lo.numel() - 1, 0))
+    run_lo, run_hi = torch.where(run0, 0, lo[j]), torch.where(run0, first_end, hi[j])
+    run_cost = torch.where(run0, cost0, spoof_cost[j])
 
     def accept(x, rows):
         return (x + run_cost[rows]) / norm <= best[rows]
 
-    b = range_min.first_at_most(lo[first_run], hi[first_run], accept)
-    at_origin = (b == 0) & (s[first_run] == 0)
-    keys = trials.point_keys(b, s[first_run], lo[first_run], spoof[first_run])
-    at = trials.decode(torch.where(at_origin, trials.first_keys(), keys))
-    return best, torch.where(at_origin, at - ADCF_FIRST_THRESHOLD_OFFSET, at)
+    b = range_min.first_at_most(run_lo, run_hi, accept)
+    origin = run0 & (b == 0)
+    keys = trials.key_at(b, run_lo, torch.where(run0, -1, j))
+    at = trials.decode(torch.where(origin, trials.first_keys(), keys))
+    return best, torch.where(origin, at - ADCF_FIRST_THRESHOLD_OFFSET, at)
 
 
 def _prepare_asv(scores, asv_labels, name: str):
