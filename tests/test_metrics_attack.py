@@ -129,6 +129,23 @@ def test_track1_per_attack_hand_case():
     assert (out[8]["eer"], out[8]["eer_threshold"]) == (0.5, 2.0)
 
 
+def test_act_dcf_per_attack_scores_on_the_bayes_threshold():
+    # compute_actDCF: bona fide missed below t, spoof accepted at or above t = -log(1.9)
+    t = -math.log(1 * (1 - 0.05) / (10 * 0.05))
+    s = torch.tensor([t, 2.0, -3.0, 1.0, t, -2.0, t - 1e-12], dtype=torch.float64)
+    lab = torch.tensor([1, 1, 1, 1, 0, 0, 0])
+    metric = metrics.DetectionMetrics(grouping="attack")
+    metric.update(s, lab, groups=torch.tensor([0, 0, 0, 0, 4, 4, 9]))
+    out = metric.compute()["groups"]
+    norm = min(10 * 0.05, 1 * (1 - 0.05))
+    # attack 4: 1 of 4 bona fide missed (-3), 1 of 2 spoofs accepted (the one on t)
+    assert out[4]["act_dcf"] == (1 * (1 - 0.05) * (1 / 4) + 10 * 0.05 * (1 / 2)) / norm
+    # attack 9: its spoof just below t is rejected
+    assert out[9]["act_dcf"] == (1 * (1 - 0.05) * (1 / 4) + 10 * 0.05 * 0.0) / norm
+    for a, keep in ((4, [0, 1, 2, 3, 4, 5]), (9, [0, 1, 2, 3, 6])):
+        assert (out[a]["act_dcf"], out[a]["act_dcf_threshold"]) == metrics.act_dcf(s[keep], lab[keep])
+
+
 def test_min_dcf_per_attack_tie_with_the_first_point():
     # p_spoof 1/2, c_miss = c_fa = 1: rejecting everything (the last point) costs what
     # accepting everything (k = 0) costs.  Attack 5 outscores the bona fide trials, so no

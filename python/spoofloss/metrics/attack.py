@@ -126,7 +126,7 @@ class AttackTrials:
         self.spoof_rank = torch.arange(1, n_all + 1, device=device) - self.spoof_starts[self.spoof_seg]
         shared_counts = torch.bincount(self.shared_codes, minlength=c - 1)
         self.counts = torch.cat([shared_counts.expand(n_groups, c - 1), self.n_spoof.reshape(-1, 1)], 1)
-        self._run_ends = self._codes = self._scores = None
+        self._run_ends = None
 
     @property
     def device(self):
@@ -180,33 +180,6 @@ class AttackTrials:
         """The points (lo(s), s) that open the runs s >= 1: with k = 0, the candidates of
         minDCF and min t-DCF."""
         return SpoofPoints(self)
-
-    # ---- sums for actDCF and Cllr (scalar.act_dcf_of, cllr_of) --------------------------
-    @property
-    def codes(self) -> torch.Tensor:
-        """int64 [M + S]: class codes of the shared trials, then of the spoof trials."""
-        if self._codes is None:
-            spoof = torch.full_like(self.spoof_keys, self.n_classes - 1)
-            self._codes = torch.cat([self.shared_codes, spoof])
-        return self._codes
-
-    def scores(self) -> torch.Tensor:
-        """float64 [M + S]: scores of the shared trials (pooled order), then of the spoof
-        trials (group by group); computed once (actDCF and Cllr both read them)."""
-        if self._scores is None:
-            self._scores = self.decode(torch.cat([self.shared_keys, self.spoof_keys]))
-        return self._scores
-
-    def segment_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """float64 [G]: sum of ``values`` [M + S] over each group: the shared part counts in
-        every group.  Each sum runs in the group's sorted order (as index_add_ over the
-        group's trials would), so the result equals a sum over the group's own trials."""
-        m = self.n_shared
-        shared = torch.zeros(1, dtype=torch.float64, device=self.device)
-        shared.index_add_(0, torch.zeros(m, dtype=torch.int64, device=self.device), values[:m])
-        per_group = torch.zeros(self.n_seg, dtype=torch.float64, device=self.device)
-        per_group.index_add_(0, self.spoof_seg, values[m:])
-        return shared + per_group
 
     # ---- min t-DCF ------------------------------------------------------------------------
     def distinct_scores(self) -> torch.Tensor:

@@ -130,38 +130,83 @@ def min_dcf_of(st: SortedTrials, miss, fa, p_spoof: float, c_miss: float, c_fa: 
     return best / c_def, st.thresholds(pos, FIRST_THRESHOLD_OFFSET)
 
 
-def act_dcf_of(st: SortedTrials, p_spoof: float, c_miss: float, c_fa: float, scores64=None):
-    """Normalised actDCF [G] and the Bayes threshold (compute_actDCF)."""
+def _bayes_threshold(p_spoof: float, c_miss: float, c_fa: float) -> float:
     dcf_weights(p_spoof, c_miss, c_fa)
     beta = c_miss * (1 - p_spoof) / (c_fa * p_spoof)
-    threshold = -math.log(beta)
+    return -math.log(beta)
+
+
+def _act_dcf_value(n_missed, n_bf, n_accepted, n_spoof, p_spoof: float, c_miss: float, c_fa: float):
+    """compute_actDCF's arithmetic on the counts (float64 tensors [G])."""
+    rate_miss = n_missed / n_bf
+    rate_fa = n_accepted / n_spoof
+    value = c_miss * (1 - p_spoof) * rate_miss + c_fa * p_spoof * rate_fa
+    return value / min(c_fa * p_spoof, c_miss * (1 - p_spoof))
+
+
+def act_dcf_of(st: SortedTrials, p_spoof: float, c_miss: float, c_fa: float, scores64=None):
+    """Normalised actDCF [G] and the Bayes threshold (compute_actDCF)."""
+    threshold = _bayes_threshold(p_spoof, c_miss, c_fa)
     if scores64 is None:
         scores64 = st.scores()
     below = scores64 < threshold  # float64: the exact comparison
     is_bf = st.codes == BONAFIDE_CODE
     n_missed = st.segment_sum((below & is_bf).to(torch.float64))  # bona fide below: missed
     n_accepted = st.segment_sum((~below & ~is_bf).to(torch.float64))  # spoof at or above: accepted
-    rate_miss = n_missed / st.class_count(BONAFIDE_CODE)
-    rate_fa = n_accepted / st.class_count(SPOOF_CODE)
-    value = c_miss * (1 - p_spoof) * rate_miss + c_fa * p_spoof * rate_fa
-    return value / min(c_fa * p_spoof, c_miss * (1 - p_spoof)), threshold
+    return _act_dcf_value(n_missed, st.class_count(BONAFIDE_CODE), n_accepted, st.class_count(SPOOF_CODE),
+                          p_spoof, c_miss, c_fa), threshold
+
+
+def act_dcf_by_attack(trials: AttackTrials, p_spoof: float, c_miss: float, c_fa: float):
+    """:func:`act_dcf_of` of every attack group: the bona fide trials missed are counted
+    once, the spoof trials accepted per group (exact counts: the same numbers)."""
+    threshold = _bayes_threshold(p_spoof, c_miss, c_fa)
+    n_missed = (trials.decode(trials.shared_keys) < threshold).sum().to(torch.float64)
+    accepted = (trials.decode(trials.spoof_keys) >= threshold).to(torch.float64)
+    n_accepted = torch.zeros(trials.n_seg, dtype=torch.float64, device=trials.device)
+    n_accepted.index_add_(0, trials.spoof_seg, accepted)
+    return _act_dcf_value(n_missed, trials.class_count(BONAFIDE_CODE), n_accepted, trials.class_count(SPOOF_CODE),
+                          p_spoof, c_miss, c_fa), threshold
+
+
+def _neg_log_sigmoid(w: torch.Tensor) -> torch.Tensor:
+    """-log sigmoid(-w) = softplus(w) = max(w, 0) + log1p(exp(-|w|)), in place on ``w``:
+    no overflow (the package's log1p(exp(w)) gives inf beyond w = 709), and no linear
+    cut-off as in torch's softplus (threshold 20)."""
+    tail = torch.abs(w)
+    tail.neg_().exp_().log1p_()
+    return w.clamp_min_(0).add_(tail)
+
+
+def _cllr_value(sum_bf, n_bf, sum_spoof, n_spoof):
+    return 0.5 * (sum_bf / n_bf + sum_spoof / n_spoof) / math.log(2)
 
 
 def cllr_of(st: SortedTrials, scores64=None) -> torch.Tensor:
     """CLLR [G] in bits (calculate_CLLR)."""
     if scores64 is None:
         scores64 = st.scores()
-    # w = -llr for bona fide, +llr for spoof; -log sigmoid(-w) = softplus(w)
-    #   = max(w, 0) + log1p(exp(-|w|)): no overflow (the package's log1p(exp(w)) gives
-    # inf beyond w = 709), and no linear cut-off as in torch's softplus (threshold 20).
+    # w = -llr for bona fide, +llr for spoof
     is_bf = st.codes == BONAFIDE_CODE
-    w = torch.where(is_bf, -scores64, scores64)
-    tail = torch.abs(w)
-    tail.neg_().exp_().log1p_()
-    nls = w.clamp_min_(0).add_(tail)
+    nls = _neg_log_sigmoid(torch.where(is_bf, -scores64, scores64))
     sum_bf = st.segment_sum(torch.where(is_bf, nls, 0.0))
     sum_sp = st.segment_sum(torch.where(is_bf, 0.0, nls))
-    return 0.5 * (sum_bf / st.class_count(BONAFIDE_CODE) + sum_sp / st.class_count(SPOOF_CODE)) / math.log(2)
+    return _cllr_value(sum_bf, st.class_count(BONAFIDE_CODE), sum_sp, st.class_count(SPOOF_CODE))
+
+
+def cllr_by_attack(trials: AttackTrials) -> torch.Tensor:
+    """:func:`cllr_of` of every attack group: the bona fide sum once, the spoof sums per
+    group, each accumulated in sorted order one term after another (index_add_), as
+    cllr_of accumulates a group's own trials: the same numbers."""
+    device = trials.device
+    nls_bf = _neg_log_sigmoid(trials.decode(trials.shared_keys).neg_())
+    sum_bf = torch.zeros(1, dtype=torch.float64, device=device)
+    sum_bf.index_add_(0, torch.zeros(nls_bf.numel(), dtype=torch.int64, device=device), nls_bf)
+    del nls_bf
+    nls_spoof = _neg_log_sigmoid(trials.decode(trials.spoof_keys))
+    sum_sp = torch.zeros(trials.n_seg, dtype=torch.float64, device=device)
+    sum_sp.index_add_(0, trials.spoof_seg, nls_spoof)
+    return _cllr_value(sum_bf, trials.class_count(BONAFIDE_CODE), sum_sp, trials.class_count(SPOOF_CODE))
 
 
 # ---------------------------------------------------------------------------------------

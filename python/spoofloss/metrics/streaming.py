@@ -22,7 +22,18 @@ from ._inputs import (
 )
 from .attack import AttackTrials
 from .det import det_rates, group_trials, sort_trials
-from .scalar import act_dcf_of, cllr_of, dcf_weights, eer_by_attack, eer_of, min_dcf_of, sort_cm, unsorted_cm
+from .scalar import (
+    act_dcf_by_attack,
+    act_dcf_of,
+    cllr_by_attack,
+    cllr_of,
+    dcf_weights,
+    eer_by_attack,
+    eer_of,
+    min_dcf_of,
+    sort_cm,
+    unsorted_cm,
+)
 from .tandem import (
     ASVSPOOF5_ASV_ERROR_RATES,
     a_dcf_by_attack,
@@ -447,10 +458,14 @@ def _metrics(cfg: DetectionMetrics, sorted_trials, track2: bool, unordered=None)
             out["min_tdcf"] = torch.where(hard, math.nan, value)
             out["min_tdcf_threshold"] = torch.where(hard, math.nan, thr)
         del points, miss, fa
-        plain, scores64 = unordered if unordered is not None else (st, None)
-        out["act_dcf"], act_thr = act_dcf_of(plain, cfg.p_spoof, cfg.c_miss, cfg.c_fa, scores64)
+        if isinstance(st, AttackTrials):
+            out["act_dcf"], act_thr = act_dcf_by_attack(st, cfg.p_spoof, cfg.c_miss, cfg.c_fa)
+            out["cllr"] = cllr_by_attack(st)
+        else:
+            plain, scores64 = unordered if unordered is not None else (st, None)
+            out["act_dcf"], act_thr = act_dcf_of(plain, cfg.p_spoof, cfg.c_miss, cfg.c_fa, scores64)
+            out["cllr"] = cllr_of(plain, scores64)
         out["act_dcf_threshold"] = torch.full((st.n_seg,), act_thr, dtype=torch.float64)
-        out["cllr"] = cllr_of(plain, scores64)
         out["n_bonafide"], out["n_spoof"] = st.counts[:, 0], st.counts[:, 1]
     st = sorted_trials.get("sasv")
     if st is not None:
