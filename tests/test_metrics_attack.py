@@ -79,10 +79,13 @@ def track1_case(seed, kind):
     ids = rng.integers(0, n_attacks, n) * 7 - 20  # sparse, negative ids
     if kind == "single_spoof":  # one attack with exactly one spoof trial
         ids[np.flatnonzero(~lab)[0]] = 999
+    elif kind == "wide_ids":  # ids far apart: found by a sort, not a table
+        ids = rng.choice(np.array([-2**40, 5, 2**41]), n)
     return s, lab, ids
 
 
-KINDS1 = ("continuous", "ties", "heavy_ties", "tiny", "few_bonafide", "few_spoof", "constant", "single_spoof")
+KINDS1 = ("continuous", "ties", "heavy_ties", "tiny", "few_bonafide", "few_spoof", "constant", "single_spoof",
+          "wide_ids")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])

@@ -126,7 +126,7 @@ class AttackTrials:
         self.spoof_rank = torch.arange(1, n_all + 1, device=device) - self.spoof_starts[self.spoof_seg]
         shared_counts = torch.bincount(self.shared_codes, minlength=c - 1)
         self.counts = torch.cat([shared_counts.expand(n_groups, c - 1), self.n_spoof.reshape(-1, 1)], 1)
-        self._run_ends = None
+        self._run_ends = self._scores = None
 
     @property
     def device(self):
@@ -134,6 +134,13 @@ class AttackTrials:
 
     def decode(self, keys: torch.Tensor) -> torch.Tensor:
         return _from_image32(keys) if self.float32_keys else _from_image64(keys)
+
+    def scores(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """float64 scores of the shared trials [M] and of the spoof trials [S] (in the order
+        of the arrays above); decoded once (actDCF and Cllr both read them)."""
+        if self._scores is None:
+            self._scores = (self.decode(self.shared_keys), self.decode(self.spoof_keys))
+        return self._scores
 
     def class_count(self, code: int) -> torch.Tensor:
         """float64 [G]: trials of class ``code`` in each group."""

@@ -161,8 +161,9 @@ def act_dcf_by_attack(trials: AttackTrials, p_spoof: float, c_miss: float, c_fa:
     """:func:`act_dcf_of` of every attack group: the bona fide trials missed are counted
     once, the spoof trials accepted per group (exact counts: the same numbers)."""
     threshold = _bayes_threshold(p_spoof, c_miss, c_fa)
-    n_missed = (trials.decode(trials.shared_keys) < threshold).sum().to(torch.float64)
-    accepted = (trials.decode(trials.spoof_keys) >= threshold).to(torch.float64)
+    shared, spoof = trials.scores()
+    n_missed = (shared < threshold).sum().to(torch.float64)
+    accepted = (spoof >= threshold).to(torch.float64)
     n_accepted = torch.zeros(trials.n_seg, dtype=torch.float64, device=trials.device)
     n_accepted.index_add_(0, trials.spoof_seg, accepted)
     return _act_dcf_value(n_missed, trials.class_count(BONAFIDE_CODE), n_accepted, trials.class_count(SPOOF_CODE),
@@ -199,11 +200,12 @@ def cllr_by_attack(trials: AttackTrials) -> torch.Tensor:
     group, each accumulated in sorted order one term after another (index_add_), as
     cllr_of accumulates a group's own trials: the same numbers."""
     device = trials.device
-    nls_bf = _neg_log_sigmoid(trials.decode(trials.shared_keys).neg_())
+    shared, spoof = trials.scores()
+    nls_bf = _neg_log_sigmoid(-shared)
     sum_bf = torch.zeros(1, dtype=torch.float64, device=device)
     sum_bf.index_add_(0, torch.zeros(nls_bf.numel(), dtype=torch.int64, device=device), nls_bf)
     del nls_bf
-    nls_spoof = _neg_log_sigmoid(trials.decode(trials.spoof_keys))
+    nls_spoof = _neg_log_sigmoid(spoof.clone())
     sum_sp = torch.zeros(trials.n_seg, dtype=torch.float64, device=device)
     sum_sp.index_add_(0, trials.spoof_seg, nls_spoof)
     return _cllr_value(sum_bf, trials.class_count(BONAFIDE_CODE), sum_sp, trials.class_count(SPOOF_CODE))

@@ -334,27 +334,26 @@ class DetectionMetrics:
 
 
 def _dense_groups(groups: torch.Tensor, member: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
-    """Dense ids (0 .. G-1) of the groups among the ``member`` trials, and their values."""
+    """Dense ids (0 .. G-1) of the groups among the ``member`` trials (other trials get
+    one of them), and the ids' values."""
     if groups.is_floating_point():  # after a gather across ranks
         bad = groups != torch.round(groups)
         if bool(bad.any().item()):
             idx, val = first_bad(groups, bad)
             raise ValueError(f"groups must hold integer ids, found groups[{idx}] = {val}")
         groups = groups.to(torch.int64)
-    big = torch.iinfo(torch.int64)
-    low, high, n_members = torch.stack([torch.where(member, groups, big.max).min(),
-                                        torch.where(member, groups, big.min).max(), member.sum()]).tolist()
-    if n_members == 0:
+    if not bool(member.any()):
         return torch.zeros_like(groups), []
-    if high - low <= 4 * n_members + 1024:
-        # ids in a short range (attack or codec numbers): a table instead of a sort.  Bin 0
-        # collects the trials that are not members.
-        offset = torch.where(member, groups - (low - 1), 0)
-        present = torch.bincount(offset, minlength=high - low + 2) > 0
-        present[0] = False
-        dense_of = torch.cumsum(present, 0) - 1
-        out = torch.where(member, dense_of[offset], 0)
-        return out, (torch.nonzero(present).reshape(-1) + (low - 1)).tolist()
+    # trials that are not members take some member's id (theirs is never read)
+    ids = torch.where(member, groups, groups[torch.argmax(member.to(torch.uint8))])
+    low, high = torch.stack(torch.aminmax(ids)).tolist()
+    if high - low <= 4 * ids.numel() + 1024:
+        # ids in a short range (attack or codec numbers): a table instead of a sort
+        ids -= low
+        present = torch.zeros(high - low + 1, dtype=torch.bool, device=groups.device)
+        present[ids] = True
+        dense_of = torch.cumsum(present, 0).sub_(1)
+        return dense_of[ids], (torch.nonzero(present).reshape(-1) + low).tolist()
     values, dense = torch.unique(groups[member], return_inverse=True)
     out = torch.zeros_like(groups)
     out[member] = dense
