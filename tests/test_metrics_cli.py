@@ -238,3 +238,15 @@ def test_hard_cm_decisions_are_refused_in_track2(tmp_path, capsys):
     code, _, err = run(["--sasv", scores, "--sasv_key", key], capsys)
     assert code == 1 and "fewer than 3 distinct values" in err
     assert not math.isnan(0.0)
+
+
+@pytest.mark.parametrize("values", [[b"A01", b"bonafide", b"-", b"A1", b"A10", b"A01 x"[:3]],  # up to 8 bytes: exact words
+                                    [b"attack_number_17", b"A01", b"attack_number_1", b"codec-opus-wb"]])  # hashed
+def test_categories_ids_follow_sorted_values(values):
+    from spoofloss.metrics.files import categories
+
+    rng = np.random.default_rng(len(values))
+    text = np.array(values)[rng.integers(0, len(values), 5000)]
+    ids, names = categories(text)
+    assert names == sorted(set(v.decode() for v in values))
+    assert [names[i] for i in ids] == [v.decode() for v in text.tolist()]
