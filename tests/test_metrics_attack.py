@@ -265,6 +265,20 @@ def test_a_dcf_per_attack_rounding_ties():
             assert (r["a_dcf"], r["a_dcf_threshold"]) == metrics.a_dcf(t(sasv[keep]), t(lab[keep])), (seed, a)
 
 
+@pytest.mark.parametrize("batches", [1, 3])
+def test_compute_twice_leaves_the_recorded_trials_intact(batches):
+    fields, _, ids = track2_case(11, "ties", n=600)
+    metric = metrics.DetectionMetrics()
+    for part in np.array_split(np.arange(600), batches):
+        metric.update(groups=torch.from_numpy(ids[part]), **{k: torch.from_numpy(v[part]) for k, v in fields.items()})
+    recorded = {k: [x.clone() for x in v] for k, v in metric._data.items()}
+    first, second = metric.compute(), metric.compute()
+    for a in first["groups"]:
+        same(second["groups"][a], first["groups"][a], a)
+    for k, v in metric._data.items():
+        assert all(torch.equal(x, y) for x, y in zip(v, recorded[k])), k
+
+
 # ---------------------------------------------------------------------------------------
 # building blocks
 # ---------------------------------------------------------------------------------------

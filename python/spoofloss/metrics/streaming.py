@@ -245,21 +245,24 @@ class DetectionMetrics:
 
     # ---------------------------------------------------------------------------------
     def _local(self) -> Dict[str, torch.Tensor]:
+        def join(parts):  # the recorded copies themselves when there is one (compute() never writes to them)
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+
         out = {}
         for name, parts in self._data.items():
             if name in _SCORE_FIELDS:
                 if any(x.dtype == torch.float64 for x in parts):
-                    out[name] = torch.cat([x.to(torch.float64) for x in parts])
+                    out[name] = join([x.to(torch.float64) for x in parts])
                 else:
-                    out[name] = torch.cat(parts)
+                    out[name] = join(parts)
                 continue
             dtypes = {x.dtype for x in parts}
             if dtypes == {torch.bool}:
-                out[name] = torch.cat(parts)
+                out[name] = join(parts)
             elif any(d.is_floating_point for d in dtypes):
-                out[name] = torch.cat([x.to(torch.float64) for x in parts])
+                out[name] = join([x.to(torch.float64) for x in parts])
             else:  # integers (and bools): int64 keeps every value
-                out[name] = torch.cat([x.to(torch.int64) for x in parts])
+                out[name] = join([x.to(torch.int64) for x in parts])
         return out
 
     def gather_all(self) -> Dict[str, torch.Tensor]:
