@@ -127,6 +127,7 @@ class AttackTrials:
         shared_counts = torch.bincount(self.shared_codes, minlength=c - 1)
         self.counts = torch.cat([shared_counts.expand(n_groups, c - 1), self.n_spoof.reshape(-1, 1)], 1)
         self._run_ends = self._scores = None
+        self._cumulative = {}
 
     @property
     def device(self):
@@ -154,10 +155,13 @@ class AttackTrials:
         return torch.minimum(first_spoof, self.shared_keys[0])
 
     def shared_cumulative(self, code: int) -> torch.Tensor:
-        """int64 [M + 1]: trials of class ``code`` among the first b shared trials, b = 0 .. M."""
-        counts = torch.zeros(self.n_shared + 1, dtype=torch.int64, device=self.device)
-        torch.cumsum(self.shared_codes == code, 0, out=counts[1:])
-        return counts
+        """int64 [M + 1]: trials of class ``code`` among the first b shared trials, b = 0 .. M
+        (computed once per class: every group's curves read it)."""
+        if code not in self._cumulative:
+            counts = torch.zeros(self.n_shared + 1, dtype=torch.int64, device=self.device)
+            torch.cumsum(self.shared_codes == code, 0, out=counts[1:])
+            self._cumulative[code] = counts
+        return self._cumulative[code]
 
     # ---- runs ---------------------------------------------------------------------------
     def run_ends(self) -> torch.Tensor:
