@@ -134,6 +134,34 @@ def test_entry_point_runs_as_a_module(tmp_path):
     assert done.stdout.startswith("# Track 1 Result:")
 
 
+HIDE_NUMPY = ("import runpy, sys; sys.modules['numpy'] = None; "  # import numpy now raises ImportError
+              "runpy.run_module('spoofloss.metrics', run_name='__main__', alter_sys=True)")
+
+
+def test_command_without_numpy_says_how_to_install(tmp_path):
+    scores, key, *_ = track1_files(tmp_path, n=50, extra=False)
+    done = subprocess.run([sys.executable, "-c", HIDE_NUMPY, "--cm", scores, "--cm_key", key],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "reads score and key files with numpy, which is not installed" in done.stderr
+    assert "pip install 'spoofloss[metrics]'" in done.stderr
+    # the help needs no numpy
+    done = subprocess.run([sys.executable, "-c", HIDE_NUMPY, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--cm_key" in done.stdout, done.stderr
+
+
+def test_metrics_extra_is_declared():
+    import pathlib
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib (reading pyproject.toml) needs Python 3.11")
+    pyproject = pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if not pyproject.exists():
+        pytest.skip("tests/ runs without the source tree (no pyproject.toml beside it)")
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    assert extras["metrics"] == ["numpy"]  # the name the command's message gives
+
+
 def _lines(path):
     return open(path).read().splitlines()
 
@@ -210,3 +238,15 @@ def test_hard_cm_decisions_are_refused_in_track2(tmp_path, capsys):
     code, _, err = run(["--sasv", scores, "--sasv_key", key], capsys)
     assert code == 1 and "fewer than 3 distinct values" in err
     assert not math.isnan(0.0)
+
+
+@pytest.mark.parametrize("values", [[b"A01", b"bonafide", b"-", b"A1", b"A10", b"A01 x"[:3]],  # up to 8 bytes: exact words
+                                    [b"attack_number_17", b"A01", b"attack_number_1", b"codec-opus-wb"]])  # hashed
+def test_categories_ids_follow_sorted_values(values):
+    from spoofloss.metrics.files import categories
+
+    rng = np.random.default_rng(len(values))
+    text = np.array(values)[rng.integers(0, len(values), 5000)]
+    ids, names = categories(text)
+    assert names == sorted(set(v.decode() for v in values))
+    assert [names[i] for i in ids] == [v.decode() for v in text.tolist()]

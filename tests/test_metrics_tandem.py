@@ -273,3 +273,82 @@ def test_coarse_to_fine_search_on_long_curves(seed):
     n = int(rng.integers(6500, 12500))
     cm, asv, _, lab = sasv_case(n, 100 + seed, "ties")
     assert metrics.t_eer(torch.from_numpy(cm), torch.from_numpy(asv), torch.from_numpy(lab)) == np_teer(cm, asv, lab)
+
+
+# ---------------------------------------------------------------------------------------
+# the two details of the package's search that the tests above need not meet
+# ---------------------------------------------------------------------------------------
+def test_tandem_search_equal_gaps_either_side_of_the_crossing():
+    # One ASV point (Pmiss 0, Pfa_non 1, Pfa_spoof 1) and a CM curve with Pfa = 1 - Pmiss:
+    # the tandem gap is h = Pmiss - 0.5 (1 - Pmiss) - 0.5 Pfa = 2 Pmiss - 1 = -1, -0.5, 0.5, 1
+    # (exact).  |h| is 0.5 on both sides of the crossing: np.argmin takes the earlier point
+    # (i = 1), t-EER = Pfa_spoof * Pfa_cm = 0.75 (the later point would give 0.25).
+    cm_miss = np.array([0.0, 0.25, 0.75, 1.0])
+    curves = (cm_miss, 1 - cm_miss, np.array([0.0]), np.array([1.0]), np.array([1.0]))
+    assert np_teer_scan(*curves) == (0.75, 0, 1)
+    got = tandem._tandem_search(*[torch.from_numpy(c) for c in curves])
+    assert (float(got[0]), int(got[1]), int(got[2])) == (0.75, 0, 1)
+
+
+def test_t_eer_tiny_integer_scores():
+    # a handful of trials with scores 0 .. 3: exact ties of the tandem gaps on both sides of
+    # the crossing are common (seed 8: the package's 0.5 against 0.25 with the later point)
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(4, 9))
+        lab = rng.choice([TAR, NON, SPF], n)
+        lab[:3] = [TAR, NON, SPF]
+        cm, asv = rng.integers(0, 4, n).astype(float), rng.integers(0, 4, n).astype(float)
+        want = np_teer(cm, asv, lab, exhaustive=True)
+        assert metrics.t_eer(torch.from_numpy(cm), torch.from_numpy(asv), torch.from_numpy(lab)) == want, seed
+
+
+class ArrayCurve:
+    """Curve columns given as arrays (k = 0 .. n - 1); the threshold of point k is k + offset."""
+
+    def __init__(self, offset, *cols):
+        self.cols, self.offset, self.n = [torch.from_numpy(c) for c in cols], offset, len(cols[0])
+
+    def columns(self, which):
+        return [c[which] for c in self.cols]
+
+    def threshold(self, k):
+        return float(k) + self.offset
+
+
+def np_teer_accelerated(cm_miss, cm_fa, asv_miss, asv_non, asv_spf):
+    """compute_teer_accelerated on given curves: (t-EER, j, i) with the package's constants."""
+    na, nc = len(asv_miss), len(cm_miss)
+    da, dc = na // 3000, nc // 3000
+    _, j, i = np_teer_scan(cm_miss[::dc], cm_fa[::dc], asv_miss[::da], asv_non[::da], asv_spf[::da])
+    a0, a1 = max(j * da - 1600, 0), min(j * da + 1600, na)
+    c0, c1 = max(i * dc - 1600, 0), min(i * dc + 1600, nc)
+    v, j, i = np_teer_scan(cm_miss[c0:c1], cm_fa[c0:c1], asv_miss[a0:a1], asv_non[a0:a1], asv_spf[a0:a1])
+    return v, a0 + j, c0 + i
+
+
+def test_coarse_to_fine_window_is_1600_points_each_side():
+    # ASV curve of 9000 points (coarse search on every 3rd), CM curve of 3000 (every point).
+    # The CM curve keeps Pfa_cm / (1 - Pmiss_cm) = 1/2, so the crossing criterion of ASV
+    # point j is |Pfa_non / Pfa_spoof - 1/2| = |d_j|: d = 0.2 everywhere but at three points.
+    # The coarse search sees j = 4500 (|d| = 0.01); the window [4500 - 1600, 4500 + 1600)
+    # then holds j = 2900 (|d| = 0.001), its first point, but not j = 6100 (d = 0), just
+    # past its end (neither is on the coarse grid).  A window of 1599 points would answer
+    # 4500, one of 1601 points 6100.  Pmiss_asv = 0; Pfa_spoof and Pfa_non never rise.
+    n_asv, n_cm, ratio = 9000, 3000, 0.5
+    d = np.full(n_asv, 0.2)
+    d[[2900, 4500, 6100]] = [0.001, -0.01, 0.0]
+    spf = np.ones(n_asv)
+    for k in np.flatnonzero(np.diff(d) > 0):  # Pfa_non = Pfa_spoof (1/2 + d) must not rise
+        spf[k + 1:] *= 0.5
+    non = spf * (ratio + d)
+    assert np.all(np.diff(non) <= 0) and np.all(np.diff(spf) <= 0)
+    cm_miss = np.arange(n_cm) / (n_cm - 1)
+    curves = (cm_miss, ratio * (1 - cm_miss), np.zeros(n_asv), non, spf)
+    value, j, i = np_teer_accelerated(*curves)
+    assert j == 2900
+    got = tandem.t_eer_of_curves(ArrayCurve(0.5, *curves[:2]), ArrayCurve(0.25, *curves[2:]), exhaustive=False)
+    assert got == (value, i + 0.5, j + 0.25)
+    # the exhaustive search finds the better point the window leaves out
+    full = tandem.t_eer_of_curves(ArrayCurve(0.5, *curves[:2]), ArrayCurve(0.25, *curves[2:]), exhaustive=True)
+    assert full[2] == 6100.25

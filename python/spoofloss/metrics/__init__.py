@@ -4,12 +4,13 @@ scores live, with the definitions of the ASVspoof evaluation packages (2019/2021
 ``a_dcf.py``, ``calculate_metrics.py``).
 
 Everything here depends on torch and the standard library only (no compiled code; the
-command ``python -m spoofloss.metrics`` also needs numpy to read files), and runs on any
-device torch supports.
+command ``python -m spoofloss.metrics`` also needs numpy to read files: the ``metrics``
+extra, ``pip install 'spoofloss[metrics]'``), and runs on any device torch supports.
 
 Modules:
     det        the DET core: the package's sort order (one sort, integer keys) and the
                cumulative counts, for one set of trials or many groups at once
+    attack     per-attack groups on the pooled order (bona fide trials never repeated)
     scalar     Track 1: eer, min_dcf, act_dcf, cllr, det_curve
     tandem     Track 2 and tandem: a_dcf, t_eer, min_tdcf, asv_error_rates
     streaming  DetectionMetrics: batch accumulation, DDP gathering, grouped results
@@ -41,7 +42,9 @@ DET curve (shared by EER, minDCF, min t-DCF; a-DCF and t-EER use its three-class
 
 Cost
     O(N log N) time, O(N) memory: one sort of int64 keys and cumulative counts in float64.
-    Grouped results: one more stable sort of the group ids, for all groups together.
+    Grouped results: one more stable sort of the group ids, for all groups together; per
+    attack, a few DET points per spoof trial (attack.py), never the bona fide trials
+    once per attack.
 
 Return values
     The functions return Python ``float`` values.  They synchronise with the device a

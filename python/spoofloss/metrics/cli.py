@@ -77,9 +77,11 @@ def _track1(args, progress) -> Dict[str, object]:
     s = torch.from_numpy(values).to(device)
     is_bf = torch.from_numpy(labels == 0).to(device)
     out: Dict[str, object] = {"track": 1, "scores": args.cm, "key": args.cm_key}
-    out["pooled"] = _run(DetectionMetrics(), dict(scores=s, labels=is_bf))
-    _grouped(out, key, rows, device, dict(scores=s, labels=is_bf), DetectionMetrics)
-    progress.say("scored", scores.buf.size)
+    size, groups = scores.buf.size, _group_columns(key, rows)
+    del scores, key, rows, labels  # the tables are read: free them before scoring
+    out["pooled"] = None  # first key of the JSON file
+    out["pooled"] = _grouped(out, groups, device, dict(scores=s, labels=is_bf), DetectionMetrics)
+    progress.say("scored", size)
     return out
 
 
@@ -123,13 +125,15 @@ def _track2(args, progress) -> Dict[str, object]:
             fields["asv_scores"] = torch.from_numpy(asv).to(device)
     make = lambda **kw: DetectionMetrics(t_eer_exhaustive=args.exhaustive_teer, **kw)  # noqa: E731
     out: Dict[str, object] = {"track": 2, "scores": args.sasv, "key": args.sasv_key}
-    pooled = _run(make(), fields)
+    size, groups = scores.buf.size, _group_columns(key, rows)
+    del scores, key, rows, score_ids, key_ids  # the tables are read: free them before scoring
+    out["pooled"] = None  # first key of the JSON file
+    pooled = _grouped(out, groups, device, fields, make)
     if "scores" in fields and math.isnan(pooled["min_tdcf"]):
         raise UsageError(f"{args.sasv}: the cm-score column holds fewer than 3 distinct values; the min t-DCF "
                          "needs soft CM scores, not hard decisions (the evaluation package refuses them too)")
     out["pooled"] = pooled
-    _grouped(out, key, rows, device, fields, make)
-    progress.say("scored", scores.buf.size)
+    progress.say("scored", size)
     return out
 
 
@@ -144,16 +148,26 @@ def _run(metric: DetectionMetrics, fields, groups=None) -> Dict[str, object]:
     return metric.compute()
 
 
-def _grouped(out, key, rows, device, fields, make) -> None:
-    """Per-attack (attack grouping) and per-codec (condition grouping) results."""
+def _group_columns(key, rows) -> List[tuple]:
+    """``(column, grouping, ids, names)`` of the key's attack column (attack grouping) and
+    codec column (condition grouping), where it has them, for the scored trials ``rows``."""
     from .files import categories
 
-    for column, grouping in (("attack", "attack"), ("codec", "condition")):
-        if not key.has(column):
-            continue
-        ids, names = categories(key.text(column)[rows])
+    return [(column, grouping, *categories(key.text(column)[rows]))
+            for column, grouping in (("attack", "attack"), ("codec", "condition")) if key.has(column)]
+
+
+def _grouped(out, groups, device, fields, make) -> Dict[str, object]:
+    """Per-attack and per-codec results (``groups`` from _group_columns) into ``out``;
+    returns the pooled results (those of the first grouped run, which computes them
+    anyway, or of a run without groups)."""
+    pooled = None
+    for column, grouping, ids, names in groups:
         result = _run(make(grouping=grouping), fields, torch.from_numpy(ids).to(device))
-        out[f"per_{column}"] = {names[g]: r for g, r in result["groups"].items()}
+        out[f"per_{column}"] = {names[g]: r for g, r in result.pop("groups").items()}
+        if pooled is None:
+            pooled = result
+    return pooled if pooled is not None else _run(make(), fields)
 
 
 # ---------------------------------------------------------------------------------------
@@ -218,8 +232,19 @@ def _json_safe(x):
     return x
 
 
+NUMPY_MISSING = (
+    "error: python -m spoofloss.metrics reads score and key files with numpy, which is not installed; "
+    "install it with: pip install 'spoofloss[metrics]' (or pip install numpy)"
+)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    try:  # the metrics need torch only; reading the files needs numpy (the "metrics" extra)
+        import numpy  # noqa: F401
+    except ImportError:
+        print(NUMPY_MISSING, file=sys.stderr)
+        return 1
     from .files import FileFormatError, Progress
 
     try:
@@ -235,9 +260,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise UsageError(f"--m {args.mode} does not go with the files given")
         progress = Progress(args.progress)
         out = _track1(args, progress) if t1 else _track2(args, progress)
-    except ImportError as exc:
-        print(f"error: the command needs numpy to read files ({exc})", file=sys.stderr)
-        return 1
     except (FileFormatError, UsageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

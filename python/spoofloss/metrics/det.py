@@ -16,13 +16,13 @@ widened exactly) leave room for the class code in the low bits: one sort.  float
 use every bit, so their keys are laid out class by class and sorted stably.
 
 Segments: per-group results come from the pooled order by one more stable sort, of the
-small integer group ids (never a sort per group).  In *attack* grouping every trial of a
-non-spoof class belongs to every group (each attack is scored against all bona fide
-trials, as the package's per-attack tables do): those trials are repeated once per group
-before that sort.  Counts within a segment are a global cumulative sum minus its value at
-the segment's start, exact in float64 up to 2**53 trials.
+small integer group ids (never a sort per group), when the groups partition the trials
+(*condition* grouping).  Counts within a segment are a global cumulative sum minus its
+value at the segment's start, exact in float64 up to 2**53 trials.  *Attack* grouping,
+where every bona fide trial belongs to every group, works on the pooled order directly
+(attack.py).
 
-Memory: O(L) for L sorted trials (L = N pooled; N_shared * G + N_spoof in attack grouping).
+Memory: O(N) for N sorted trials.
 """
 
 from __future__ import annotations
@@ -155,20 +155,13 @@ class SortedTrials:
         Returns ``(position [G], value [G])``; position is the sorted index of the point's
         trial, or -1 for the point k = 0.
         """
-        n = len(self)
         if self.seg is None:
             idx = torch.argmin(values)  # first minimal value
             best = values[idx]
             take_initial = best >= initial
             pos = torch.where(take_initial, -1, idx).reshape(1)
             return pos, torch.where(take_initial, initial, best).reshape(1).to(torch.float64)
-        seg = self.seg
-        seg_min = torch.full((self.n_seg,), float("inf"), dtype=torch.float64, device=self.device)
-        seg_min.scatter_reduce_(0, seg, values, "amin")
-        index = torch.arange(n, device=self.device)
-        candidates = torch.where(values == seg_min[seg], index, n)
-        first = torch.full((self.n_seg,), n, dtype=torch.int64, device=self.device)
-        first.scatter_reduce_(0, seg, candidates, "amin")
+        first, seg_min = segment_first_min(values, self.seg, self.n_seg)
         take_initial = seg_min >= initial
         pos = torch.where(take_initial, -1, first)
         return pos, torch.where(take_initial, initial, seg_min)
@@ -211,36 +204,37 @@ def sort_trials(scores: torch.Tensor, codes: torch.Tensor, n_classes: int) -> So
     return SortedTrials(keys, sorted_codes, float32_keys, n_classes, counts, src=src)
 
 
-def group_trials(
-    pooled: SortedTrials, group_of_input: torch.Tensor, n_groups: int, share_non_spoof: bool
-) -> SortedTrials:
+def group_trials(pooled: SortedTrials, group_of_input: torch.Tensor, n_groups: int) -> SortedTrials:
     """Segments of ``pooled``, one per group, each in the package's order.
 
-    ``group_of_input``: int64 [N] dense group id (0 .. n_groups - 1) of each input trial.
-    ``share_non_spoof``: attack grouping: trials of every class but the last (the spoof
-    class) belong to every group, whatever their id (their ids are not read).
+    ``group_of_input``: int64 [N] dense group id (0 .. n_groups - 1) of each input trial;
+    the groups partition the trials.
     """
-    device = pooled.device
-    n = len(pooled)
-    seg = group_of_input[pooled.src]
-    if share_non_spoof:
-        shared = pooled.codes < pooled.n_classes - 1
-        repeats = torch.where(shared, n_groups, 1)
-        source = torch.repeat_interleave(torch.arange(n, device=device), repeats)
-        block_start = (torch.cumsum(repeats, 0) - repeats)[source]
-        copy_index = torch.arange(source.numel(), device=device) - block_start  # 0 .. G-1 for shared trials
-        seg = torch.where(shared[source], copy_index, seg[source])
-    else:
-        source = None
-    seg, order = torch.sort(seg, stable=True)  # stable: each segment keeps the pooled order
-    source = order if source is None else source[order]
-    keys = pooled.keys[source]
-    codes = pooled.codes[source]
+    seg, order = torch.sort(group_of_input[pooled.src], stable=True)  # stable: each segment keeps the pooled order
+    keys = pooled.keys[order]
+    codes = pooled.codes[order]
     c = pooled.n_classes
     counts = torch.bincount(seg * c + codes, minlength=n_groups * c).reshape(n_groups, c)
     sizes = counts.sum(1)
     starts = torch.cumsum(sizes, 0) - sizes
     return SortedTrials(keys, codes, pooled.float32_keys, c, counts, seg=seg, starts=starts)
+
+
+def segment_first_min(values: torch.Tensor, seg: torch.Tensor, n_seg: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """First minimum of ``values`` [L] in each segment (``seg`` [L], ids 0 .. n_seg - 1; the
+    elements of a segment need not be contiguous, their order is the array order).
+
+    Returns ``(index [n_seg], value [n_seg])``: the array index of the earliest minimal
+    element (L for an empty segment) and the minimum (inf for an empty segment).
+    """
+    n = values.numel()
+    seg_min = torch.full((n_seg,), float("inf"), dtype=values.dtype, device=values.device)
+    seg_min.scatter_reduce_(0, seg, values, "amin")
+    index = torch.arange(n, device=values.device)
+    candidates = torch.where(values == seg_min[seg], index, n)
+    first = torch.full((n_seg,), n, dtype=torch.int64, device=values.device)
+    first.scatter_reduce_(0, seg, candidates, "amin")
+    return first, seg_min
 
 
 def det_rates(st: SortedTrials) -> Tuple[torch.Tensor, torch.Tensor]:

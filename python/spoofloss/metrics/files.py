@@ -318,12 +318,15 @@ def categories(text: np.ndarray) -> Tuple[np.ndarray, List[str]]:
 
 
 def _unique(text: np.ndarray) -> Tuple[List[str], np.ndarray]:
-    h = torch.from_numpy(_hash(text).view(np.int64))
+    # values of at most 8 bytes (attack and codec names) are their own NUL-padded word:
+    # no hash, no collision; longer ones are hashed and checked
+    exact = text.dtype.itemsize <= 8
+    h = torch.from_numpy((_words(text)[:, 0] if exact else _hash(text)).view(np.int64))
     uniq, inverse = torch.unique(h, return_inverse=True)
     first = torch.full((uniq.numel(),), len(text), dtype=torch.int64).scatter_reduce_(
         0, inverse, torch.arange(len(text)), "amin").numpy()
     inverse = inverse.numpy()
-    if not np.array_equal(text, text[first][inverse]):  # a hash collision: exact (slower) way
+    if not exact and not np.array_equal(text, text[first][inverse]):  # a hash collision: exact (slower) way
         uniq_text, inverse = np.unique(text, return_inverse=True)
         return [v.decode("utf-8", "replace") for v in uniq_text.tolist()], inverse.reshape(-1)
     return [v.decode("utf-8", "replace") for v in text[first].tolist()], inverse

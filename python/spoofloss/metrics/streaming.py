@@ -20,10 +20,23 @@ from ._inputs import (
     prepare,
     raise_nonfinite,
 )
+from .attack import AttackTrials
 from .det import det_rates, group_trials, sort_trials
-from .scalar import act_dcf_of, cllr_of, dcf_weights, eer_of, min_dcf_of, sort_cm, unsorted_cm
+from .scalar import (
+    act_dcf_by_attack,
+    act_dcf_of,
+    cllr_by_attack,
+    cllr_of,
+    dcf_weights,
+    eer_by_attack,
+    eer_of,
+    min_dcf_of,
+    sort_cm,
+    unsorted_cm,
+)
 from .tandem import (
     ASVSPOOF5_ASV_ERROR_RATES,
+    a_dcf_by_attack,
     a_dcf_of,
     a_dcf_weights,
     asv_codes,
@@ -232,21 +245,24 @@ class DetectionMetrics:
 
     # ---------------------------------------------------------------------------------
     def _local(self) -> Dict[str, torch.Tensor]:
+        def join(parts):  # the recorded copies themselves when there is one (compute() never writes to them)
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+
         out = {}
         for name, parts in self._data.items():
             if name in _SCORE_FIELDS:
                 if any(x.dtype == torch.float64 for x in parts):
-                    out[name] = torch.cat([x.to(torch.float64) for x in parts])
+                    out[name] = join([x.to(torch.float64) for x in parts])
                 else:
-                    out[name] = torch.cat(parts)
+                    out[name] = join(parts)
                 continue
             dtypes = {x.dtype for x in parts}
             if dtypes == {torch.bool}:
-                out[name] = torch.cat(parts)
+                out[name] = join(parts)
             elif any(d.is_floating_point for d in dtypes):
-                out[name] = torch.cat([x.to(torch.float64) for x in parts])
+                out[name] = join([x.to(torch.float64) for x in parts])
             else:  # integers (and bools): int64 keeps every value
-                out[name] = torch.cat([x.to(torch.int64) for x in parts])
+                out[name] = join([x.to(torch.int64) for x in parts])
         return out
 
     def gather_all(self) -> Dict[str, torch.Tensor]:
@@ -321,13 +337,26 @@ class DetectionMetrics:
 
 
 def _dense_groups(groups: torch.Tensor, member: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
-    """Dense ids (0 .. G-1) of the groups among the ``member`` trials, and their values."""
+    """Dense ids (0 .. G-1) of the groups among the ``member`` trials (other trials get
+    one of them), and the ids' values."""
     if groups.is_floating_point():  # after a gather across ranks
         bad = groups != torch.round(groups)
         if bool(bad.any().item()):
             idx, val = first_bad(groups, bad)
             raise ValueError(f"groups must hold integer ids, found groups[{idx}] = {val}")
         groups = groups.to(torch.int64)
+    if not bool(member.any()):
+        return torch.zeros_like(groups), []
+    # trials that are not members take some member's id (theirs is never read)
+    ids = torch.where(member, groups, groups[torch.argmax(member.to(torch.uint8))])
+    low, high = torch.stack(torch.aminmax(ids)).tolist()
+    if high - low <= 4 * ids.numel() + 1024:
+        # ids in a short range (attack or codec numbers): a table instead of a sort
+        ids -= low
+        present = torch.zeros(high - low + 1, dtype=torch.bool, device=groups.device)
+        present[ids] = True
+        dense_of = torch.cumsum(present, 0).sub_(1)
+        return dense_of[ids], (torch.nonzero(present).reshape(-1) + low).tolist()
     values, dense = torch.unique(groups[member], return_inverse=True)
     out = torch.zeros_like(groups)
     out[member] = dense
@@ -380,11 +409,12 @@ def _evaluate(cfg: DetectionMetrics, f: Dict[str, torch.Tensor]) -> Dict[str, ob
     if groups is None:
         return result
 
-    # ---- groups: the pooled orders regrouped by one stable sort of the group ids each
+    # ---- groups: attack groups read the pooled orders (attack.py); conditions regroup
+    # them by one stable sort of the group ids each
     attack = cfg.grouping == "attack"
     dense, names = _dense_groups(groups, ~is_bf if attack else torch.ones_like(is_bf))
-    sorted_groups = {key: group_trials(st, dense, len(names), share_non_spoof=attack)
-                     for key, st in sorted_pooled.items()}
+    regroup = AttackTrials if attack else group_trials
+    sorted_groups = {key: regroup(st, dense, len(names)) for key, st in sorted_pooled.items()}
     per_group = _metrics(cfg, sorted_groups, lab3 is not None)
     lacking = torch.zeros(len(names), dtype=torch.bool)
     for st in sorted_groups.values():
@@ -413,23 +443,36 @@ def _metrics(cfg: DetectionMetrics, sorted_trials, track2: bool, unordered=None)
     out: Dict[str, torch.Tensor] = {}
     st = sorted_trials.get("cm")
     if st is not None:
-        miss, fa = det_rates(st)
-        out["eer"], out["eer_threshold"] = eer_of(st, miss, fa)
-        out["min_dcf"], out["min_dcf_threshold"] = min_dcf_of(st, miss, fa, cfg.p_spoof, cfg.c_miss, cfg.c_fa)
+        # attack groups: the few DET points that can be a metric's first minimum
+        # (attack.py); otherwise every point
+        if isinstance(st, AttackTrials):
+            out["eer"], out["eer_threshold"] = eer_by_attack(st)
+            points = st.spoof_points()
+            miss, fa = det_rates(points)
+        else:
+            points = st
+            miss, fa = det_rates(points)
+            out["eer"], out["eer_threshold"] = eer_of(points, miss, fa)
+        out["min_dcf"], out["min_dcf_threshold"] = min_dcf_of(points, miss, fa, cfg.p_spoof, cfg.c_miss, cfg.c_fa)
         if track2:
-            value, thr, distinct = min_tdcf_of(st, miss, fa, cfg._tdcf)
+            value, thr, distinct = min_tdcf_of(points, miss, fa, cfg._tdcf)
             hard = distinct < 3  # fewer than 3 distinct CM scores: the package refuses them
             out["min_tdcf"] = torch.where(hard, math.nan, value)
             out["min_tdcf_threshold"] = torch.where(hard, math.nan, thr)
-        del miss, fa
-        plain, scores64 = unordered if unordered is not None else (st, None)
-        out["act_dcf"], act_thr = act_dcf_of(plain, cfg.p_spoof, cfg.c_miss, cfg.c_fa, scores64)
+        del points, miss, fa
+        if isinstance(st, AttackTrials):
+            out["act_dcf"], act_thr = act_dcf_by_attack(st, cfg.p_spoof, cfg.c_miss, cfg.c_fa)
+            out["cllr"] = cllr_by_attack(st)
+        else:
+            plain, scores64 = unordered if unordered is not None else (st, None)
+            out["act_dcf"], act_thr = act_dcf_of(plain, cfg.p_spoof, cfg.c_miss, cfg.c_fa, scores64)
+            out["cllr"] = cllr_of(plain, scores64)
         out["act_dcf_threshold"] = torch.full((st.n_seg,), act_thr, dtype=torch.float64)
-        out["cllr"] = cllr_of(plain, scores64)
         out["n_bonafide"], out["n_spoof"] = st.counts[:, 0], st.counts[:, 1]
     st = sorted_trials.get("sasv")
     if st is not None:
-        out["a_dcf"], out["a_dcf_threshold"] = a_dcf_of(st, cfg._a_dcf)
+        a_dcf_fn = a_dcf_by_attack if isinstance(st, AttackTrials) else a_dcf_of
+        out["a_dcf"], out["a_dcf_threshold"] = a_dcf_fn(st, cfg._a_dcf)
         out["n_spoof"] = st.counts[:, 2]
     lists = {name: v.tolist() for name, v in out.items()}  # one read-back per tensor, none per group
     if "asv" in sorted_trials:

@@ -36,7 +36,15 @@ from ._inputs import (
     prepare_scores,
     same_size,
 )
-from .det import ADCF_FIRST_THRESHOLD_OFFSET, FIRST_THRESHOLD_OFFSET, SortedTrials, det_rates, sort_trials
+from .attack import AttackCurve, AttackTrials, RangeMin
+from .det import (
+    ADCF_FIRST_THRESHOLD_OFFSET,
+    FIRST_THRESHOLD_OFFSET,
+    SortedTrials,
+    det_rates,
+    segment_first_min,
+    sort_trials,
+)
 from .scalar import eer_of, sort_cm
 
 # Pooled error rates of the organisers' ASV system at its EER threshold, which Track 2 of
@@ -358,6 +366,57 @@ def a_dcf_of(st: SortedTrials, weights):
     return best, st.thresholds(pos, ADCF_FIRST_THRESHOLD_OFFSET)
 
 
+def a_dcf_by_attack(trials: AttackTrials, weights):
+    """Normalised min a-DCF [G] and its threshold [G] of every attack group (three-class
+    trials, see attack.py), equal to :func:`a_dcf_of` on each group's own trials.
+
+    Along run s of a group the cost is ``(A(b) + C(s)) / norm`` with the shared part
+    ``A(b) = w_miss Pmiss + w_fa Pfa_non`` (b shared trials passed) and the spoof part
+    ``C(s) = w_spoof Pfa_spoof``, summed in a_dcf_of's order.  Rounding is monotone, so a
+    run's minimum is that of ``min A`` over the run (one range-minimum query per run); the
+    group's minimum is the earliest run's attaining it (run 0 first, then the runs the
+    spoof trials open), and within that run the first b whose rounded cost is that
+    minimum (a search that scans at most two blocks).
+    """
+    w_miss, w_fa, w_spoof, norm = weights
+    device = trials.device
+    n_tar, n_non = (trials.class_count(c)[0] for c in (TARGET_CODE, NONTARGET_CODE))
+    # A(b), b = 0 .. M: as a_dcf_of's p_miss * w_miss + p_fa_non * w_fa
+    targets = trials.shared_cumulative(TARGET_CODE).to(torch.float64)
+    nontargets = trials.shared_cumulative(NONTARGET_CODE).to(torch.float64)
+    shared_cost = targets.div_(n_tar).mul_(w_miss)
+    shared_cost.add_(torch.sub(n_non, nontargets).div_(n_non).mul_(w_fa))
+    del targets, nontargets
+    range_min = RangeMin(shared_cost)
+    n_spf = trials.class_count(SPOOF3_CODE)  # [G]
+    # the runs the spoof trials open: b = lo .. hi, s = rank  [S]
+    lo, hi = trials.spoof_lo, trials.run_ends()
+    per_spoof = n_spf[trials.spoof_seg]
+    spoof_cost = torch.sub(per_spoof, trials.spoof_rank.to(torch.float64)).div_(per_spoof).mul_(w_spoof)  # C(s)
+    del per_spoof
+    first, best = segment_first_min(range_min(lo, hi).add_(spoof_cost).div_(norm), trials.spoof_seg, trials.n_seg)
+    # run 0 of each group: b = 0 .. lo of its first spoof trial, s = 0 (its first point,
+    # k = 0, is valued as a_dcf_of's initial value: ((0 + w_fa) + w_spoof) / norm)
+    zero = torch.zeros(trials.n_seg, dtype=torch.int64, device=device)
+    cost0 = torch.sub(n_spf, 0.0).div_(n_spf).mul_(w_spoof)
+    first_end = trials.first_run_end()
+    best0 = range_min(zero, first_end).add_(cost0).div_(norm)
+    run0 = best0 <= best  # the earlier run wins a tie
+    best = torch.where(run0, best0, best)
+    j = first.clamp(max=max(lo.numel() - 1, 0))
+    run_lo, run_hi = torch.where(run0, 0, lo[j]), torch.where(run0, first_end, hi[j])
+    run_cost = torch.where(run0, cost0, spoof_cost[j])
+
+    def accept(x, rows):
+        return (x + run_cost[rows]) / norm <= best[rows]
+
+    b = range_min.first_at_most(run_lo, run_hi, accept)
+    origin = run0 & (b == 0)
+    keys = trials.key_at(b, run_lo, torch.where(run0, -1, j))
+    at = trials.decode(torch.where(origin, trials.first_keys(), keys))
+    return best, torch.where(origin, at - ADCF_FIRST_THRESHOLD_OFFSET, at)
+
+
 def _prepare_asv(scores, asv_labels, name: str):
     s = prepare_scores(scores, name)
     lab = check_asv_labels(torch.as_tensor(asv_labels) if not isinstance(asv_labels, torch.Tensor)
@@ -474,9 +533,12 @@ class _Curve:
 
     def __init__(self, st: SortedTrials, start: int, stop: int, columns, initial):
         self.st, self.start = st, start
-        self.columns = [torch.cat([torch.tensor([v], dtype=torch.float64, device=st.device), col[start:stop]])
-                        for col, v in zip(columns, initial)]
+        self.full = [torch.cat([torch.tensor([v], dtype=torch.float64, device=st.device), col[start:stop]])
+                     for col, v in zip(columns, initial)]
         self.n = stop - start + 1
+
+    def columns(self, which: slice):
+        return [col[which] for col in self.full]
 
     def threshold(self, index: int) -> float:
         first = self.st.scores_at(torch.tensor([self.start], device=self.st.device))
@@ -485,52 +547,55 @@ class _Curve:
         return float(self.st.scores_at(torch.tensor([self.start + index - 1], device=self.st.device)).item())
 
 
-def t_eer_of_curves(cm: _Curve, asv: _Curve, exhaustive: bool):
-    """(t_eer, cm_threshold, asv_threshold) as floats, or None where undefined."""
-    cm_miss, cm_fa = cm.columns
-    asv_miss, asv_fa_non, asv_fa_spf = asv.columns
+def t_eer_of_curves(cm, asv, exhaustive: bool):
+    """(t_eer, cm_threshold, asv_threshold) as floats, or None where undefined.
+
+    ``cm``, ``asv``: curves of ``n`` points (k = 0 .. n - 1) with ``columns(slice)`` (the
+    curve's columns at those points) and ``threshold(k)``.
+    """
     if not exhaustive:
         step_asv, step_cm = asv.n // _TEER_DECIMATED, cm.n // _TEER_DECIMATED
         if step_asv > 0 and step_cm > 0:
-            coarse = _tandem_search(cm_miss[::step_cm], cm_fa[::step_cm], asv_miss[::step_asv],
-                                    asv_fa_non[::step_asv], asv_fa_spf[::step_asv])
+            coarse = _tandem_search(*cm.columns(slice(None, None, step_cm)), *asv.columns(slice(None, None, step_asv)))
             if coarse is None:
                 return None
             centre_asv, centre_cm = int(coarse[1]) * step_asv, int(coarse[2]) * step_cm
             a0, a1 = max(centre_asv - _TEER_WINDOW, 0), min(centre_asv + _TEER_WINDOW, asv.n)
             c0, c1 = max(centre_cm - _TEER_WINDOW, 0), min(centre_cm + _TEER_WINDOW, cm.n)
-            fine = _tandem_search(cm_miss[c0:c1], cm_fa[c0:c1], asv_miss[a0:a1], asv_fa_non[a0:a1],
-                                  asv_fa_spf[a0:a1])
+            fine = _tandem_search(*cm.columns(slice(c0, c1)), *asv.columns(slice(a0, a1)))
             if fine is None:
                 return None
             return float(fine[0]), cm.threshold(c0 + int(fine[2])), asv.threshold(a0 + int(fine[1]))
-    full = _tandem_search(cm_miss, cm_fa, asv_miss, asv_fa_non, asv_fa_spf)
+    full = _tandem_search(*cm.columns(slice(None)), *asv.columns(slice(None)))
     if full is None:
         return None
     return float(full[0]), cm.threshold(int(full[2])), asv.threshold(int(full[1]))
 
 
-def t_eer_of(st_cm: SortedTrials, st_asv: SortedTrials, exhaustive: bool):
+def t_eer_of(st_cm, st_asv, exhaustive: bool):
     """Per segment: list of (t_eer, cm_threshold, asv_threshold) or None.
 
     ``st_cm``: two-class segments of the CM scores (bona fide = target and non-target);
-    ``st_asv``: three-class segments of the ASV scores, over the same trials.
+    ``st_asv``: three-class segments of the ASV scores, over the same trials
+    (:class:`SortedTrials`, or :class:`~spoofloss.metrics.attack.AttackTrials` for attack
+    groups, whose curves are evaluated only at the points the search visits).
     """
-    cm_miss, cm_fa = det_rates(st_cm)
-    asv_cols = asv_curves(st_asv)
-    starts_cm = st_cm.starts.tolist()
-    starts_asv = st_asv.starts.tolist()
-    sizes_cm = st_cm.counts.sum(1).tolist()
-    sizes_asv = st_asv.counts.sum(1).tolist()
     lacking = ((st_cm.counts == 0).any(1) | (st_asv.counts == 0).any(1)).tolist()
+    if isinstance(st_cm, AttackTrials):
+        def curves(g):
+            return AttackCurve(st_cm, g, FIRST_THRESHOLD_OFFSET), AttackCurve(st_asv, g, FIRST_THRESHOLD_OFFSET)
+    else:
+        cm_cols = det_rates(st_cm)
+        asv_cols = asv_curves(st_asv)
+        starts_cm, starts_asv = st_cm.starts.tolist(), st_asv.starts.tolist()
+        sizes_cm, sizes_asv = st_cm.counts.sum(1).tolist(), st_asv.counts.sum(1).tolist()
+
+        def curves(g):
+            return (_Curve(st_cm, starts_cm[g], starts_cm[g] + sizes_cm[g], cm_cols, (0.0, 1.0)),
+                    _Curve(st_asv, starts_asv[g], starts_asv[g] + sizes_asv[g], asv_cols, (0.0, 1.0, 1.0)))
     out = []
     for g in range(st_cm.n_seg):  # the search per group; the sorts were shared
-        if lacking[g]:
-            out.append(None)
-            continue
-        cm = _Curve(st_cm, starts_cm[g], starts_cm[g] + sizes_cm[g], (cm_miss, cm_fa), (0.0, 1.0))
-        asv = _Curve(st_asv, starts_asv[g], starts_asv[g] + sizes_asv[g], asv_cols, (0.0, 1.0, 1.0))
-        out.append(t_eer_of_curves(cm, asv, exhaustive))
+        out.append(None if lacking[g] else t_eer_of_curves(*curves(g), exhaustive))
     return out
 
 
