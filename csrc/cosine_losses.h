@@ -146,11 +146,144 @@ struct OCSoftmax {
 };
 
 // --------------------------------------------------------------------------- //
+// AAM-softmax (ArcFace) and P2SGrad
+// --------------------------------------------------------------------------- //
+
+namespace losses {
+
+// The floor under 1 - c^2 where the angular margin takes sqrt(1 - c^2) = sin
+// theta. Near c = 1 a cosine rounded to float32 no longer resolves theta (the
+// float32 below 1 is 1 - 2^-24, i.e. 1 - c^2 = 2^-23 = 1.19e-7, theta = 3.5e-4),
+// and the derivative of cos(theta + m) in c, cos m + c sin m / sin theta, grows
+// without bound there; so sin theta is taken as sqrt(max(1 - c^2, floor)).
+// That keeps the value finite and continuous, the derivative finite (at most
+// cos m + sin m / sqrt(floor)), and a cosine rounded above 1 harmless. The floor
+// lies below 2^-23 so that every float32 cosine other than 1 itself keeps the
+// exact formula; only theta < 3.2e-4 rad (0.018 degrees) is affected, where the
+// value moves by at most sin m * sqrt(floor) (6e-5 at m = 0.2).
+// spoofloss.reference (ANGULAR_SINE_SQUARED_FLOOR) uses the same number.
+constexpr double kAngularSineSquaredFloor = 1e-7;
+
+// cos(theta + m) as a function of c = cos theta (no acos), and its derivative in c.
+template <typename acc_t>
+struct ShiftedCosine {
+  acc_t value;
+  acc_t slope;
+};
+
+template <typename acc_t>
+C10_HOST_DEVICE inline ShiftedCosine<acc_t> shifted_cosine(acc_t c, acc_t cos_m, acc_t sin_m) {
+  using std::sqrt;
+  const acc_t floor = acc_t(kAngularSineSquaredFloor);
+  const acc_t sine_sq = acc_t(1) - c * c;
+  // A NaN cosine fails the test and stays NaN in the value.
+  const bool exact = sine_sq >= floor;
+  const acc_t sine = sqrt(exact ? sine_sq : floor);
+  return {c * cos_m - sine * sin_m, exact ? cos_m + c * sin_m / sine : cos_m};
+}
+
+// cos m and sin m of a margin (apart, because the epilogues' array of cosines
+// is named cos and would hide std::cos there).
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t cosine_of(acc_t angle) {
+  using std::cos;
+  return cos(angle);
+}
+
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t sine_of(acc_t angle) {
+  using std::sin;
+  return sin(angle);
+}
+
+}  // namespace losses
+
+// AAM-softmax (ArcFace: Deng et al., CVPR 2019; SpeechBrain's
+// AdditiveAngularMargin, WeSpeaker's ArcMarginProduct): cross-entropy over the C
+// classes of the logits s * phi(cos_y) for the target class y and s * cos_k for
+// the others, with m = margin_bonafide for the bona fide class and margin_spoof
+// for the others, and
+//   phi(c) = cos(theta + m)        where c > cos(pi - m) = -cos m (theta + m < pi),
+//          = c - m sin m           elsewhere (the conventional fallback: theta + m
+//                                  would pass pi, where cos(theta + m) turns back up);
+// with easy margin (kEasyMargin): phi(c) = cos(theta + m) where c > 0, else c.
+// cos(theta + m) = c cos m - sin theta sin m, sin theta as in shifted_cosine.
+// Each class's threshold is strict (c == threshold takes the fallback), as the
+// published copies' torch.where(cosine > th, ...).
+template <bool kEasyMargin>
+struct AdditiveAngularMargin {
+  template <typename acc_t>
+  C10_HOST_DEVICE static acc_t loss(
+      const acc_t* cos, int64_t C, UtteranceTarget t, const LossParams<acc_t>& p, acc_t weight, acc_t* grad) {
+    using std::exp;
+    const int64_t y = t.label;
+    const acc_t margin = y == p.bonafide_label ? p.margin_bonafide : p.margin_spoof;
+    const acc_t cos_m = losses::cosine_of(margin);
+    const acc_t sin_m = losses::sine_of(margin);
+    const acc_t c = cos[y];
+    acc_t phi = c;  // the easy margin's value below 0, and its slope 1
+    acc_t slope = acc_t(1);
+    const bool shifted = kEasyMargin ? c > acc_t(0) : c > -cos_m;
+    if (shifted) {
+      const auto angle = losses::shifted_cosine(c, cos_m, sin_m);
+      phi = angle.value;
+      slope = angle.slope;
+    } else if (!kEasyMargin) {
+      phi = c - margin * sin_m;
+    }
+    const acc_t target_logit = p.scale * phi;
+    const acc_t loss = losses::margin_cross_entropy<acc_t>(cos, C, y, target_logit, p.scale, weight, nullptr);
+    if (grad != nullptr) {
+      // d loss / d z_k = p_k for k != y, -sum_{k != y} p_k for y (as in
+      // margin_cross_entropy); d z_k / d cos_k = s, d z_y / d cos_y = s phi'(c).
+      acc_t others_probability = acc_t(0);
+      for (int64_t k = 0; k < C; ++k) {
+        if (k == y) continue;
+        const acc_t prob = exp(p.scale * cos[k] - target_logit - loss);
+        others_probability += prob;
+        grad[k] += weight * p.scale * prob;
+      }
+      grad[y] += weight * -p.scale * slope * others_probability;
+    }
+    return loss;
+  }
+};
+using AAMSoftmax = AdditiveAngularMargin<false>;
+using AAMSoftmaxEasyMargin = AdditiveAngularMargin<true>;
+
+// P2SGrad (Zhang et al., CVPR 2019), as NII's ASVspoof 2021 LFCC-LCNN baseline
+// trains it (project-NN-Pytorch-scripts, core_modules/p2sgrad.py: MSELoss
+// between the cosines to the C class centres and the one-hot target, averaged
+// over the batch and the classes): the utterance's loss is
+//   (1 / C) sum_k (cos_k - [k == y])^2,
+// so reduction "mean" gives NII's number. (NII clamps the cosines to [-1, 1];
+// here they are not clamped: the square is smooth everywhere and a cosine only
+// leaves [-1, 1] by rounding.)
+struct P2SGrad {
+  template <typename acc_t>
+  C10_HOST_DEVICE static acc_t loss(
+      const acc_t* cos, int64_t C, UtteranceTarget t, const LossParams<acc_t>& /*p*/, acc_t weight, acc_t* grad) {
+    const acc_t inv_classes = acc_t(1) / static_cast<acc_t>(C);
+    acc_t sum_sq = acc_t(0);
+    for (int64_t k = 0; k < C; ++k) {
+      const acc_t error = cos[k] - (k == t.label ? acc_t(1) : acc_t(0));
+      sum_sq += error * error;
+      losses::add_grad(grad, k, weight, acc_t(2) * error * inv_classes);
+    }
+    return sum_sq * inv_classes;
+  }
+};
+
+// --------------------------------------------------------------------------- //
 // The table. X(Struct, name, fewest centres, most centres, label classes, default score rule)
 // --------------------------------------------------------------------------- //
 #define SPOOFLOSS_COSINE_LOSSES(X)                                                                  \
   X(AMSoftmax, "am_softmax", 2, kMaxCenters, LabelClasses::kOnePerCenter, ScoreRule::kCenterCosine) \
-  X(OCSoftmax, "oc_softmax", 1, 1, LabelClasses::kTwo, ScoreRule::kCenterCosine)
+  X(OCSoftmax, "oc_softmax", 1, 1, LabelClasses::kTwo, ScoreRule::kCenterCosine)                   \
+  X(AAMSoftmax, "aam_softmax", 2, kMaxCenters, LabelClasses::kOnePerCenter, ScoreRule::kCenterCosine) \
+  X(AAMSoftmaxEasyMargin, "aam_softmax_easy_margin", 2, kMaxCenters, LabelClasses::kOnePerCenter,    \
+    ScoreRule::kCenterCosine)                                                                       \
+  X(P2SGrad, "p2sgrad", 2, kMaxCenters, LabelClasses::kOnePerCenter, ScoreRule::kCenterCosine)
 
 enum class LossKind : int64_t {
 #define SPOOFLOSS_LOSS_ENUM(Struct, ...) k##Struct,

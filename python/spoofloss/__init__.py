@@ -81,6 +81,9 @@ from .base import AbsASVSpoofLoss  # noqa: E402
 from .binary import BinaryLoss  # noqa: E402
 from .oc_softmax import OCSoftmaxLoss  # noqa: E402
 
+from .aam_softmax import AAMSoftmaxLoss  # noqa: E402
+from .p2sgrad import P2SGradLoss  # noqa: E402
+
 
 def build_info() -> dict:
     """How the compiled library was built: torch version, CUDA or not, CUDA architectures."""
@@ -88,3 +91,4 @@ def build_info() -> dict:
 
 
 __all__ = ["AbsASVSpoofLoss", "AMSoftmaxLoss", "BinaryLoss", "OCSoftmaxLoss", "build_info", "ops", "registry"]
+__all__ += ["AAMSoftmaxLoss", "P2SGradLoss"]

@@ -469,3 +469,192 @@ class OCSoftmaxLoss(nn.Module):
 
     def score(self, emb: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         return oc_softmax_score(emb, self.center, lengths)
+
+
+# --------------------------------------------------------------------------- #
+# AAM-softmax (ArcFace) and P2SGrad
+# --------------------------------------------------------------------------- #
+
+__all__ += [
+    "ANGULAR_SINE_SQUARED_FLOOR",
+    "angular_margin_logit",
+    "aam_softmax_from_cosines",
+    "aam_softmax_loss",
+    "p2sgrad_from_cosines",
+    "p2sgrad_loss",
+    "AAMSoftmaxLoss",
+    "P2SGradLoss",
+]
+
+# sin(theta) = sqrt(max(1 - cos^2, floor)) in the angular margin: a finite
+# derivative at cos = +-1 and no NaN for a cosine rounded past 1 (why this
+# number: csrc/cosine_losses.h, kAngularSineSquaredFloor).
+ANGULAR_SINE_SQUARED_FLOOR = 1e-7
+
+
+def angular_margin_logit(c: torch.Tensor, margin: torch.Tensor, easy_margin: bool = False) -> torch.Tensor:
+    """phi(c), the target class's cosine under the additive angular margin [B]:
+    cos(theta + m) = c cos m - sin(theta) sin m where c > cos(pi - m) = -cos m,
+    else the conventional fallback c - m sin m (easy margin: cos(theta + m)
+    where c > 0, else c); sin(theta) = sqrt(max(1 - c^2, ANGULAR_SINE_SQUARED_FLOOR)).
+    No acos; finite with a finite derivative for every finite c (|c| > 1 included).
+    c, margin: [B] of one dtype."""
+    cos_m, sin_m = torch.cos(margin), torch.sin(margin)
+    sine_sq = 1 - c * c
+    floor = c.new_tensor(ANGULAR_SINE_SQUARED_FLOOR)
+    # where(), not clamp(): below the floor the sine is a constant, its gradient 0
+    # (at the floor itself the exact branch, as in the kernels)
+    sine = torch.sqrt(torch.where(sine_sq >= floor, sine_sq, floor))
+    shifted = c * cos_m - sine * sin_m
+    if easy_margin:
+        return torch.where(c > 0, shifted, c)
+    return torch.where(c > -cos_m, shifted, c - margin * sin_m)
+
+
+def aam_softmax_from_cosines(cos: torch.Tensor, target: torch.Tensor, s: float, m_bonafide: float, m_spoof: float,
+                             bonafide_label: int, easy_margin: bool = False) -> torch.Tensor:
+    """AAM-softmax per utterance [B] from cos [B, C] and class targets [B]:
+    cross-entropy of class y over s * cos_k (k != y) and s * phi(cos_y)."""
+    margin = torch.where(target == bonafide_label, cos.new_tensor(m_bonafide), cos.new_tensor(m_spoof))  # [B]
+    phi = angular_margin_logit(cos.gather(1, target.unsqueeze(1)).squeeze(1), margin, easy_margin)  # [B]
+    logits = (s * cos).scatter(1, target.unsqueeze(1), (s * phi).unsqueeze(1))
+    return margin_cross_entropy(logits, target)
+
+
+def aam_softmax_loss(
+    label: torch.Tensor,
+    emb: torch.Tensor,
+    centers: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    s: float = 30.0,
+    m: float = 0.2,
+    easy_margin: bool = False,
+    reduction: str = "mean",
+    bonafide_label: int = 1,
+    m_spoof: Optional[float] = None,
+) -> torch.Tensor:
+    """AAM-softmax (ArcFace) loss with C >= 2 centres [C, D], centre k for class
+    k; the margin m of the bona fide class, m_spoof (default m) of the others."""
+    _check_reduction(reduction)
+    if centers.dim() != 2 or centers.shape[0] < 2:
+        raise ValueError(f"centers must have shape [C >= 2, enc_dim], got shape {tuple(centers.shape)}")
+    cos = cosines(emb, centers, lengths)  # [B, C]
+    target = _class_label(label, cos.shape[0], cos.device)
+    per = aam_softmax_from_cosines(cos, target, s, m, m if m_spoof is None else m_spoof, bonafide_label,
+                                   easy_margin)
+    return _reduce(per, reduction)
+
+
+def p2sgrad_from_cosines(cos: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """P2SGrad per utterance [B]: mean over the C classes of (cos_k - [k == y])^2
+    (NII's MSELoss averages over batch and classes: the "mean" reduction)."""
+    return (cos - F.one_hot(target, cos.shape[1]).to(cos.dtype)).square().mean(dim=1)
+
+
+def p2sgrad_loss(
+    label: torch.Tensor,
+    emb: torch.Tensor,
+    centers: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """P2SGrad loss with C >= 2 centres [C, D], centre k for class k."""
+    _check_reduction(reduction)
+    if centers.dim() != 2 or centers.shape[0] < 2:
+        raise ValueError(f"centers must have shape [C >= 2, enc_dim], got shape {tuple(centers.shape)}")
+    cos = cosines(emb, centers, lengths)  # [B, C]
+    return _reduce(p2sgrad_from_cosines(cos, _class_label(label, cos.shape[0], cos.device)), reduction)
+
+
+def _check_class_label(bonafide_label, num_classes: int) -> None:
+    if not 0 <= bonafide_label < num_classes or isinstance(bonafide_label, (bool, float)):
+        raise ValueError(f"bonafide_label must lie in [0, {num_classes}), got {bonafide_label!r}")
+
+
+class AAMSoftmaxLoss(nn.Module):
+    """Reference of ``spoofloss.AAMSoftmaxLoss``: centres [num_classes, enc_dim], torch ops chain."""
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        enc_dim: int = 128,
+        s: float = 30.0,
+        m: float = 0.2,
+        easy_margin: bool = False,
+        bonafide_label: int = 1,
+        reduction: str = "mean",
+        num_classes: int = 2,
+        score: str = "cosine",
+    ):
+        super().__init__()
+        _check_class_label(bonafide_label, num_classes)
+        _check_reduction(reduction)
+        if score not in ("cosine", "posterior"):
+            raise ValueError(f"score must be 'cosine' or 'posterior', got {score!r}")
+        self.weight = weight
+        self.enc_dim = enc_dim
+        self.s = s
+        self.m = m
+        self.easy_margin = easy_margin
+        self.bonafide_label = bonafide_label
+        self.reduction = reduction
+        self.num_classes = num_classes
+        self.score_kind = score
+        self.centers = nn.Parameter(torch.randn(num_classes, enc_dim))
+
+    @property
+    def name(self) -> str:
+        return "aam_softmax_loss"
+
+    def forward(
+        self, label: torch.Tensor, emb: torch.Tensor, lengths: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        return aam_softmax_loss(label, emb, self.centers, lengths, s=self.s, m=self.m, easy_margin=self.easy_margin,
+                                reduction=self.reduction, bonafide_label=self.bonafide_label)
+
+    def score(self, emb: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.score_kind == "posterior":
+            return log_posterior_score(emb, self.centers, lengths, center=self.bonafide_label, s=self.s)
+        return am_softmax_score(emb, self.centers, lengths, bonafide_label=self.bonafide_label)
+
+
+class P2SGradLoss(nn.Module):
+    """Reference of ``spoofloss.P2SGradLoss``: centres [num_classes, enc_dim], torch ops chain."""
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        enc_dim: int = 128,
+        bonafide_label: int = 1,
+        reduction: str = "mean",
+        num_classes: int = 2,
+    ):
+        super().__init__()
+        _check_class_label(bonafide_label, num_classes)
+        _check_reduction(reduction)
+        self.weight = weight
+        self.enc_dim = enc_dim
+        self.bonafide_label = bonafide_label
+        self.reduction = reduction
+        self.num_classes = num_classes
+        self.centers = nn.Parameter(torch.empty(num_classes, enc_dim).uniform_(-1.0, 1.0))
+
+    @property
+    def name(self) -> str:
+        return "p2sgrad_loss"
+
+    def forward(
+        self, label: torch.Tensor, emb: torch.Tensor, lengths: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        return p2sgrad_loss(label, emb, self.centers, lengths, reduction=self.reduction)
+
+    def score(self, emb: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return am_softmax_score(emb, self.centers, lengths, bonafide_label=self.bonafide_label)
+
+
+OP_FORMS["aam_softmax"] = lambda cos, target, center_index, scale, mb, ms, bonafide: aam_softmax_from_cosines(
+    cos, target, scale, mb, ms, bonafide)
+OP_FORMS["aam_softmax_easy_margin"] = (
+    lambda cos, target, center_index, scale, mb, ms, bonafide: aam_softmax_from_cosines(
+        cos, target, scale, mb, ms, bonafide, easy_margin=True))
+OP_FORMS["p2sgrad"] = lambda cos, target, center_index, scale, mb, ms, bonafide: p2sgrad_from_cosines(cos, target)
