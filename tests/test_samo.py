@@ -336,6 +336,23 @@ def test_load_centers_from_speaker_means(rank, device):
     assert counts.device == emb.device
 
 
+def test_load_centers_from_batches_of_different_lengths(device):
+    """An enrolment set seen batch by batch (T differs): pooled_embedding per
+    batch, then one load, as README shows."""
+    m = module(3, 5, device)
+    batches = [(randn(4, t, 5, device=device), make_lengths(4, t, device=device), torch.tensor(spk, device=device))
+               for t, spk in ((7, [0, 1, 1, -1]), (3, [2, 0, -1, 2]), (9, [1, 1, 0, 2]))]
+    pooled = torch.cat([m.pooled_embedding(e, lens) for e, lens, _ in batches])
+    assert not pooled.requires_grad and pooled.dtype == torch.float32
+    m.load_centers_from_speaker_means(pooled, torch.cat([s for _, _, s in batches]))
+    ref_pooled = torch.cat([R.masked_mean(e.cpu().double(), lens.cpu()) for e, lens, _ in batches])
+    assert_matches(pooled, ref_pooled, what="pooled_embedding", scale=ref_pooled.abs().max().item())
+    speakers = torch.cat([s.cpu() for _, _, s in batches])
+    for k in range(3):
+        want = ref_pooled[speakers == k].mean(dim=0)
+        assert_matches(m.centers[k], want / want.norm(), what=f"centre {k}", scale=1.0)
+
+
 def test_load_centers_bad_speaker(device):
     m = module(3, 4, device)
     emb = randn(5, 4, device=device)

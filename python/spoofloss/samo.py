@@ -120,6 +120,19 @@ class MultiCenterOCSoftmaxLoss(CosineMarginLoss):
         return self._run(label, emb, lengths, center_index)
 
     @torch.no_grad()
+    def pooled_embedding(self, emb: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+        """The pooled embedding [B, D] the loss sees (emb [B, T, D] averaged over
+        the first lengths[b] frames; a [B, D] emb as it is), in float32 (float64
+        for float64 emb), without a gradient: what to collect over an enrolment
+        set for ``load_centers_from_speaker_means`` when batches differ in T."""
+        check_tensor("emb", emb)
+        check_tensor("lengths", lengths, optional=True)
+        # the fused score op's second output, the masked time-mean; it checks
+        # emb, lengths and D against the centres
+        return ops._ops.cosine_score.default(
+            emb, self.centers, lengths, None, ops.score_rule_code("nearest_center"), 0, 1.0)[1]
+
+    @torch.no_grad()
     def load_centers_from_speaker_means(self, emb: Tensor, speaker: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         """Sets centre k to the normalised mean of the pooled embeddings of the
         utterances with ``speaker[b] == k``, as SAMO sets its attractors from
@@ -158,10 +171,7 @@ class MultiCenterOCSoftmaxLoss(CosineMarginLoss):
             first = int(outside.nonzero()[0, 0])
             raise ValueError(f"speaker[{first}] = {int(speaker[first])} is neither -1 (none) nor a centre index in "
                              f"[0, {num_centers})")
-        # The fused op's masked time-mean (its second output), in float32
-        # (float64 for float64 emb); it checks emb, lengths and D against the centres.
-        pooled = ops._ops.cosine_score.default(
-            emb, centers, lengths, None, ops.score_rule_code("nearest_center"), 0, 1.0)[1]  # [N, D]
+        pooled = self.pooled_embedding(emb, lengths)  # [N, D]
         member = (speaker >= 0) & ~outside  # [N]
         slot = torch.where(member, speaker, torch.zeros_like(speaker))  # a harmless row for non-members
         # where(), not a product with the mask: a NaN embedding of a left-out utterance must not leak.
