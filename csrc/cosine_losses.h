@@ -151,12 +151,16 @@ struct OCSoftmax {
 
 namespace losses {
 
-// The index of the largest of cos [C]; the first of equals (so the loss, its
-// gradient and the nearest-centre score agree on ties, as torch.argmax does).
+// The index of the largest of cos [C], the first of equals; a NaN counts as
+// the largest (the first NaN), so a NaN centre or embedding makes the loss NaN
+// instead of being passed over. torch.argmax decides both the same way.
 template <typename acc_t>
 C10_HOST_DEVICE inline int64_t nearest_center(const acc_t* cos, int64_t C) {
   int64_t nearest = 0;
-  for (int64_t k = 1; k < C; ++k) nearest = cos[k] > cos[nearest] ? k : nearest;
+  for (int64_t k = 1; k < C; ++k) {
+    if (cos[nearest] != cos[nearest]) break;  // a NaN: the first one stays
+    if (cos[k] > cos[nearest] || cos[k] != cos[k]) nearest = k;
+  }
   return nearest;
 }
 

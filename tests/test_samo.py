@@ -244,6 +244,24 @@ def test_ties_go_to_the_first_center(num_centers, first, second, device):
         assert_matches(g, g_ref, what=f"{what} d / d centres at a tie")
 
 
+def test_nan_center_is_never_passed_over(device):
+    """A NaN centre counts as the nearest (torch.argmax's rule), so every loss
+    and nearest-centre score is NaN, as the reference's, and not silently
+    computed from the other centres."""
+    m = module(4, 5, device, reduction="none")
+    with torch.no_grad():
+        m.centers[2] = float("nan")
+    emb, label = randn(6, 3, 5, device=device), make_labels(6).to(device)
+    loss, score = m.forward_and_score(label, emb)
+    ref = R.samo_loss(cpu(label), emb.cpu().double(), m.centers.detach().cpu().double(), reduction="none")
+    assert bool(torch.isnan(ref).all()) and bool(torch.isnan(loss).all()) and bool(torch.isnan(score).all())
+    own = torch.tensor([0, 1, 3, 0, 1, 3], device=device)  # a bona fide utterance with its own finite centre
+    loss_own = m(label, emb, None, own)
+    ref_own = R.samo_loss(cpu(label), emb.cpu().double(), m.centers.detach().cpu().double(), None, cpu(own),
+                          reduction="none")
+    assert torch.equal(torch.isnan(loss_own).cpu(), torch.isnan(ref_own)), (loss_own, ref_own)
+
+
 # --------------------------------------------------------------------------- #
 # A bad centre index
 # --------------------------------------------------------------------------- #
