@@ -40,7 +40,7 @@ enum class ScoreRule : int64_t {
   kCenterCosine = 0,     // cos to the score centre (AM: the bona fide class's centre; OC: the one centre)
   kNearestCenter = 1,    // the largest cosine: the nearest of several bona fide centres
   kLogPosterior = 2,     // log softmax_k(s cos_k) at the score centre: the posterior AIR-ASVspoof and NII rank by
-  kUtteranceCenter = 3,  // cos to a centre named per utterance (an enrolled speaker's)
+  kUtteranceCenter = 3,  // cos to a centre named per utterance (an enrolled speaker's); none named: the nearest
 };
 constexpr int64_t kScoreRuleCount = 4;
 
@@ -146,7 +146,7 @@ struct OCSoftmax {
 };
 
 // --------------------------------------------------------------------------- //
-// AAM-softmax (ArcFace) and P2SGrad
+// AAM-softmax (ArcFace), P2SGrad and multi-centre one-class softmax (SAMO)
 // --------------------------------------------------------------------------- //
 
 namespace losses {
@@ -194,6 +194,19 @@ template <typename acc_t>
 C10_HOST_DEVICE inline acc_t sine_of(acc_t angle) {
   using std::sin;
   return sin(angle);
+}
+
+// The index of the largest of cos [C], the first of equals; a NaN counts as
+// the largest (the first NaN), so a NaN centre or embedding makes the loss NaN
+// instead of being passed over. torch.argmax decides both the same way.
+template <typename acc_t>
+C10_HOST_DEVICE inline int64_t nearest_center(const acc_t* cos, int64_t C) {
+  int64_t nearest = 0;
+  for (int64_t k = 1; k < C; ++k) {
+    if (cos[nearest] != cos[nearest]) break;  // a NaN: the first one stays
+    if (cos[k] > cos[nearest] || cos[k] != cos[k]) nearest = k;
+  }
+  return nearest;
 }
 
 }  // namespace losses
@@ -274,16 +287,36 @@ struct P2SGrad {
   }
 };
 
+// SAMO: speaker attractor multi-centre one-class softmax (Ding, Zhang and Duan,
+// ICASSP 2023; arXiv:2211.02718; the authors' samo/loss.py, class SAMO). The C
+// centres are bona fide attractors (one per training speaker in SAMO). The
+// one-class softmax of OCSoftmax is taken at one cosine cos_j:
+//   bona fide: softplus(alpha (m_real - cos_j)), j = the utterance's own centre
+//     when center_index names one, else the nearest centre (largest cosine);
+//   spoof: softplus(alpha (cos_j - m_fake)), j = the nearest centre: pushed from
+//     every attractor, the closest one counts (its centre index is ignored).
+// Only centre j gets a gradient. Ties: the first of equal cosines.
+struct MultiCenterOCSoftmax {
+  template <typename acc_t>
+  C10_HOST_DEVICE static acc_t loss(
+      const acc_t* cos, int64_t C, UtteranceTarget t, const LossParams<acc_t>& p, acc_t weight, acc_t* grad) {
+    const bool own_center = t.label == p.bonafide_label && t.center >= 0;
+    const int64_t j = own_center ? t.center : losses::nearest_center(cos, C);
+    return OCSoftmax::loss<acc_t>(cos + j, 1, t, p, weight, grad == nullptr ? nullptr : grad + j);
+  }
+};
+
 // --------------------------------------------------------------------------- //
 // The table. X(Struct, name, fewest centres, most centres, label classes, default score rule)
 // --------------------------------------------------------------------------- //
 #define SPOOFLOSS_COSINE_LOSSES(X)                                                                  \
-  X(AMSoftmax, "am_softmax", 2, kMaxCenters, LabelClasses::kOnePerCenter, ScoreRule::kCenterCosine) \
-  X(OCSoftmax, "oc_softmax", 1, 1, LabelClasses::kTwo, ScoreRule::kCenterCosine)                   \
-  X(AAMSoftmax, "aam_softmax", 2, kMaxCenters, LabelClasses::kOnePerCenter, ScoreRule::kCenterCosine) \
-  X(AAMSoftmaxEasyMargin, "aam_softmax_easy_margin", 2, kMaxCenters, LabelClasses::kOnePerCenter,    \
-    ScoreRule::kCenterCosine)                                                                       \
-  X(P2SGrad, "p2sgrad", 2, kMaxCenters, LabelClasses::kOnePerCenter, ScoreRule::kCenterCosine)
+  X(AMSoftmax, "am_softmax", 2, kMaxCenters, LabelClasses::kOnePerCenter, ScoreRule::kCenterCosine)     \
+  X(OCSoftmax, "oc_softmax", 1, 1, LabelClasses::kTwo, ScoreRule::kCenterCosine)                        \
+  X(AAMSoftmax, "aam_softmax", 2, kMaxCenters, LabelClasses::kOnePerCenter, ScoreRule::kCenterCosine)   \
+  X(AAMSoftmaxEasyMargin, "aam_softmax_easy_margin", 2, kMaxCenters, LabelClasses::kOnePerCenter,       \
+    ScoreRule::kCenterCosine)                                                                           \
+  X(P2SGrad, "p2sgrad", 2, kMaxCenters, LabelClasses::kOnePerCenter, ScoreRule::kCenterCosine)          \
+  X(MultiCenterOCSoftmax, "samo", 1, kMaxCenters, LabelClasses::kTwo, ScoreRule::kNearestCenter)
 
 enum class LossKind : int64_t {
 #define SPOOFLOSS_LOSS_ENUM(Struct, ...) k##Struct,
@@ -383,8 +416,8 @@ C10_HOST_DEVICE inline acc_t cosine_loss(
 
 // The score of one utterance under `rule`, and weight * d score / d cos_k
 // added to grad [C] when it is not null. `center` is the score centre (the op's
-// argument) or, for kUtteranceCenter, the utterance's own centre (-1 if none
-// or invalid: NaN). `scale` is s of kLogPosterior.
+// argument) or, for kUtteranceCenter, the utterance's own centre (-1 if none:
+// the nearest centre; -2 if invalid: NaN). `scale` is s of kLogPosterior.
 template <typename acc_t>
 C10_HOST_DEVICE inline acc_t cosine_score(
     ScoreRule rule, const acc_t* cos, int64_t C, int64_t center, acc_t scale, acc_t weight, acc_t* grad) {
@@ -392,8 +425,7 @@ C10_HOST_DEVICE inline acc_t cosine_score(
   using std::log;
   switch (rule) {
     case ScoreRule::kNearestCenter: {
-      int64_t nearest = 0;
-      for (int64_t k = 1; k < C; ++k) nearest = cos[k] > cos[nearest] ? k : nearest;  // first of equals
+      const int64_t nearest = losses::nearest_center(cos, C);  // first of equals
       losses::add_grad(grad, nearest, weight, acc_t(1));
       return cos[nearest];
     }
@@ -404,6 +436,11 @@ C10_HOST_DEVICE inline acc_t cosine_score(
       return -loss;
     }
     case ScoreRule::kUtteranceCenter:
+      // An utterance that names no centre (-1) gets the nearest centre's
+      // cosine, as SAMO scores a trial whose speaker has no attractor; an
+      // invalid index (-2) stays NaN below.
+      if (center == -1) center = losses::nearest_center(cos, C);
+      [[fallthrough]];
     case ScoreRule::kCenterCosine:
     default:
       if (center < 0 || center >= C) {

@@ -80,7 +80,7 @@ from .am_softmax import AMSoftmaxLoss  # noqa: E402
 from .base import AbsASVSpoofLoss  # noqa: E402
 from .binary import BinaryLoss  # noqa: E402
 from .oc_softmax import OCSoftmaxLoss  # noqa: E402
-
+from .samo import MultiCenterOCSoftmaxLoss  # noqa: E402
 from .aam_softmax import AAMSoftmaxLoss  # noqa: E402
 from .p2sgrad import P2SGradLoss  # noqa: E402
 
@@ -91,4 +91,4 @@ def build_info() -> dict:
 
 
 __all__ = ["AbsASVSpoofLoss", "AMSoftmaxLoss", "BinaryLoss", "OCSoftmaxLoss", "build_info", "ops", "registry"]
-__all__ += ["AAMSoftmaxLoss", "P2SGradLoss"]
+__all__ += ["AAMSoftmaxLoss", "MultiCenterOCSoftmaxLoss", "P2SGradLoss"]

@@ -315,7 +315,7 @@ def cosine_score(
     if rule == "utterance_center":
         if center_index is None:
             raise ValueError("the utterance_center score needs center_index")
-        return cos.gather(1, center_index.to(cos.device).long().clamp_min(0).unsqueeze(1)).squeeze(1)
+        return own_or_nearest_cosine(cos, center_index.to(cos.device).long())
     raise ValueError(f"unknown score rule {rule!r}")
 
 
@@ -658,3 +658,126 @@ OP_FORMS["aam_softmax_easy_margin"] = (
     lambda cos, target, center_index, scale, mb, ms, bonafide: aam_softmax_from_cosines(
         cos, target, scale, mb, ms, bonafide, easy_margin=True))
 OP_FORMS["p2sgrad"] = lambda cos, target, center_index, scale, mb, ms, bonafide: p2sgrad_from_cosines(cos, target)
+
+
+# --------------------------------------------------------------------------- #
+# Multi-centre one-class softmax (SAMO: Ding, Zhang and Duan, ICASSP 2023)
+# --------------------------------------------------------------------------- #
+
+__all__ += ["samo_from_cosines", "samo_loss", "samo_score", "own_or_nearest_cosine", "MultiCenterOCSoftmaxLoss"]
+
+
+def _nearest(cos: torch.Tensor) -> torch.Tensor:
+    """The index [B] of each row's largest cosine, the first of equals (argmax's rule)."""
+    return cos.argmax(dim=1)
+
+
+def own_or_nearest_cosine(cos: torch.Tensor, center_index: torch.Tensor) -> torch.Tensor:
+    """cos [B, C] at each utterance's own centre center_index [B], or at its
+    nearest centre where the index is -1 (the utterance_center score rule)."""
+    chosen = torch.where(center_index >= 0, center_index, _nearest(cos))
+    return cos.gather(1, chosen.unsqueeze(1)).squeeze(1)
+
+
+def samo_from_cosines(cos: torch.Tensor, target: torch.Tensor, center_index: Optional[torch.Tensor], m_real: float,
+                      m_fake: float, alpha: float, bonafide_label: int) -> torch.Tensor:
+    """SAMO per utterance [B] from cos [B, C], class targets [B] and centre
+    indices [B] (or None): the one-class softmax at cos_j, j = the bona fide
+    utterance's own centre when given (>= 0), else the nearest centre; spoof
+    utterances always take the nearest."""
+    bonafide = target == bonafide_label
+    chosen = _nearest(cos)
+    if center_index is not None:
+        chosen = torch.where(bonafide & (center_index >= 0), center_index, chosen)
+    cos_j = cos.gather(1, chosen.unsqueeze(1)).squeeze(1)
+    return _softplus(alpha * torch.where(bonafide, m_real - cos_j, cos_j - m_fake))
+
+
+def samo_loss(
+    label: torch.Tensor,
+    emb: torch.Tensor,
+    centers: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    center_index: Optional[torch.Tensor] = None,
+    m_real: float = 0.7,
+    m_fake: float = 0.0,
+    alpha: float = 20.0,
+    bonafide_label: int = 1,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """SAMO's multi-centre one-class softmax loss with centres [K, D]."""
+    _check_reduction(reduction)
+    _check_bonafide_label(bonafide_label)
+    if centers.dim() != 2 or centers.shape[0] < 1:
+        raise ValueError(f"centers must have shape [K >= 1, enc_dim], got shape {tuple(centers.shape)}")
+    cos = cosines(emb, centers, lengths)  # [B, K]
+    target = _class_label(label, cos.shape[0], cos.device)
+    index = None if center_index is None else center_index.to(cos.device).long()
+    return _reduce(samo_from_cosines(cos, target, index, m_real, m_fake, alpha, bonafide_label), reduction)
+
+
+def samo_score(
+    emb: torch.Tensor,
+    centers: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    center_index: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """The largest cosine [B] to the centres, or with center_index the cosine
+    to each utterance's own centre (the largest where it is -1)."""
+    cos = cosines(emb, centers, lengths)
+    if center_index is None:
+        return cos.gather(1, _nearest(cos).unsqueeze(1)).squeeze(1)
+    return own_or_nearest_cosine(cos, center_index.to(cos.device).long())
+
+
+OP_FORMS["samo"] = lambda cos, target, center_index, scale, mb, ms, bonafide: samo_from_cosines(
+    cos, target, center_index, mb, ms, scale, bonafide)
+
+
+class MultiCenterOCSoftmaxLoss(nn.Module):
+    """Reference of ``spoofloss.MultiCenterOCSoftmaxLoss``: centres [num_centers, enc_dim], torch ops chain."""
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        enc_dim: int = 128,
+        num_centers: int = 20,
+        m_real: float = 0.7,
+        m_fake: float = 0.0,
+        alpha: float = 20.0,
+        bonafide_label: int = 1,
+        reduction: str = "mean",
+    ):
+        super().__init__()
+        _check_bonafide_label(bonafide_label)
+        _check_reduction(reduction)
+        self.weight = weight
+        self.enc_dim = enc_dim
+        self.num_centers = num_centers
+        self.m_real = m_real
+        self.m_fake = m_fake
+        self.alpha = alpha
+        self.bonafide_label = bonafide_label
+        self.reduction = reduction
+        self.centers = nn.Parameter(F.normalize(torch.randn(num_centers, enc_dim), dim=1))
+
+    @property
+    def name(self) -> str:
+        return "samo_loss"
+
+    def forward(
+        self,
+        label: torch.Tensor,
+        emb: torch.Tensor,
+        lengths: Optional[torch.Tensor] = None,
+        center_index: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        return samo_loss(
+            label, emb, self.centers, lengths, center_index, m_real=self.m_real, m_fake=self.m_fake,
+            alpha=self.alpha, bonafide_label=self.bonafide_label, reduction=self.reduction,
+        )
+
+    def score(
+        self, emb: torch.Tensor, lengths: Optional[torch.Tensor] = None, center_index: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        return samo_score(emb, self.centers, lengths, center_index)
