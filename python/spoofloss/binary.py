@@ -85,7 +85,7 @@ class BinaryLoss(AbsASVSpoofLoss):
         super().__init__(weight)
         self.bonafide_label = check_bonafide_label(bonafide_label)
         reduction_code(reduction)
-        if isinstance(num_logits, bool) or num_logits not in (1, 2):
+        if isinstance(num_logits, bool) or not isinstance(num_logits, int) or num_logits not in (1, 2):
             raise ValueError(f"num_logits must be 1 (one logit per label) or 2 (the logits of label 0 and label 1), "
                              f"got {num_logits!r}")
         if score not in SCORES:

@@ -343,7 +343,7 @@ def _check_class_weight(class_weight) -> Optional[tuple]:
 
 
 def _check_num_logits(num_logits: int) -> None:
-    if isinstance(num_logits, bool) or num_logits not in (1, 2):
+    if isinstance(num_logits, bool) or not isinstance(num_logits, int) or num_logits not in (1, 2):
         raise ValueError(f"num_logits must be 1 (one logit per label) or 2 (the logits of label 0 and label 1), "
                          f"got {num_logits!r}")
 
