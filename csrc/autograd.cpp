@@ -65,20 +65,24 @@ std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_op(
       margin_bonafide, margin_spoof, bonafide_label, score_rule, score_center, reduction);
 }
 
-at::Tensor binary_cross_entropy_op(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
+using OptionalWeights = c10::optional<c10::ArrayRef<double>>;
+
+std::tuple<at::Tensor, at::Tensor> binary_cross_entropy_op(
+    const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction,
+    OptionalWeights class_weight, int64_t num_logits) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("spoofloss::binary_cross_entropy", "")
                        .typed<decltype(binary_cross_entropy_op)>();
-  return op.call(pred, label, bonafide_label, reduction);
+  return op.call(pred, label, bonafide_label, reduction, class_weight, num_logits);
 }
 
 at::Tensor binary_cross_entropy_backward_op(
     const at::Tensor& grad_loss, const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label,
-    int64_t reduction) {
+    int64_t reduction, OptionalWeights class_weight, int64_t num_logits, const OptionalTensor& total_weight) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("spoofloss::_binary_cross_entropy_backward", "")
                        .typed<decltype(binary_cross_entropy_backward_op)>();
-  return op.call(grad_loss, pred, label, bonafide_label, reduction);
+  return op.call(grad_loss, pred, label, bonafide_label, reduction, class_weight, num_logits, total_weight);
 }
 
 // The composites' kernels are Python functions that `import spoofloss` registers;
@@ -108,12 +112,12 @@ std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_composite_op(
 
 std::tuple<at::Tensor, at::Tensor> binary_cross_entropy_backward_composite_op(
     const at::Tensor& grad_loss, const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label,
-    int64_t reduction) {
+    int64_t reduction, OptionalWeights class_weight, int64_t num_logits) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("spoofloss::_binary_cross_entropy_backward_composite", "")
                        .typed<decltype(binary_cross_entropy_backward_composite_op)>();
   check_composite_registered(op);
-  return op.call(grad_loss, pred, label, bonafide_label, reduction);
+  return op.call(grad_loss, pred, label, bonafide_label, reduction, class_weight, num_logits);
 }
 
 // Whether an autograd graph has to be recorded: without it (inference, scoring,
@@ -288,38 +292,69 @@ class CosineMarginFunction : public torch::autograd::Function<CosineMarginFuncti
   }
 };
 
+// d loss / d label, for a soft label that requires grad (plain torch ops: off
+// the hot path). With x the logit (for two logits, bona fide minus spoof) and
+// t the bona fide target, loss = w_b t softplus(-x) + w_s (1 - t) softplus(x),
+// so d loss / d t = w_b softplus(-x) - w_s softplus(x), which is -x without
+// class weights; t is the label (bonafide_label 1) or 1 - label. A floating
+// label is a probability, so a mean divides by N (torch's soft targets).
 at::Tensor label_gradient(
     const at::Tensor& grad_loss, const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label,
-    int64_t reduction) {
+    int64_t reduction, const std::vector<double>& class_weight, int64_t num_logits) {
   const auto dtype = pred.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor logit;  // [N]
+  if (num_logits == 2) {
+    logit = pred.select(1, bonafide_label).to(dtype) - pred.select(1, 1 - bonafide_label).to(dtype);
+  } else {
+    logit = pred.reshape({-1}).to(dtype);
+  }
+  const int64_t labels = logit.size(0);
   at::Tensor weight = grad_loss.to(dtype);
   if (static_cast<Reduction>(reduction) == Reduction::kMean) {
-    weight = weight / static_cast<double>(pred.numel());
+    weight = weight / static_cast<double>(labels);
   }
   // weight: [N] for reduction none, one element otherwise
   const int64_t weight_size = static_cast<Reduction>(reduction) == Reduction::kNone ? -1 : 1;
-  at::Tensor grad = pred.reshape({-1}).to(dtype) * weight.reshape({weight_size});
-  if (bonafide_label == 1) grad = grad.neg();
+  at::Tensor d_target;
+  if (class_weight.empty()) {
+    d_target = logit.neg();
+  } else {
+    // w_b relu(-x) - w_s relu(x) + (w_b - w_s) log(1 + exp(-|x|)): no overflow, and -x exactly for equal weights
+    const double w_b = class_weight[bonafide_label];
+    const double w_s = class_weight[1 - bonafide_label];
+    d_target = logit.neg().clamp_min(0) * w_b - logit.clamp_min(0) * w_s;
+    if (w_b != w_s) d_target = d_target + logit.abs().neg().exp().log1p() * (w_b - w_s);
+  }
+  at::Tensor grad = d_target * weight.reshape({weight_size});
+  if (bonafide_label == 0) grad = grad.neg();
   return grad.reshape(label.sizes()).to(label.scalar_type());
 }
 
 class BinaryCrossEntropyFunction : public torch::autograd::Function<BinaryCrossEntropyFunction> {
  public:
   static variable_list forward(
-      AutogradContext* ctx, const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
-    at::Tensor loss;
+      AutogradContext* ctx, const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label,
+      int64_t reduction, OptionalWeights class_weight, int64_t num_logits) {
+    at::Tensor loss, total_weight;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      loss = binary_cross_entropy_op(pred, label, bonafide_label, reduction);
+      std::tie(loss, total_weight) =
+          binary_cross_entropy_op(pred, label, bonafide_label, reduction, class_weight, num_logits);
     }
-    ctx->save_for_backward({pred, label});
-    ctx->saved_data["bonafide_label"] = bonafide_label;
-    ctx->saved_data["reduction"] = reduction;
-    return {loss};
+    ctx->mark_non_differentiable({total_weight});
+    // total_weight's gradient is never used: left undefined rather than zeros
+    ctx->set_materialize_grads(false);
+    // the backward reads total_weight only where a mean divides by it
+    const bool needs_total_weight = static_cast<Reduction>(reduction) == Reduction::kMean && class_weight.has_value() &&
+        num_logits == 2 && at::isIntegralType(label.scalar_type(), /*includeBool=*/true);
+    ctx->save_for_backward({pred, label, needs_total_weight ? total_weight : at::Tensor()});
+    ctx->saved_data["ints"] = std::vector<int64_t>{bonafide_label, reduction, num_logits};
+    if (class_weight.has_value()) ctx->saved_data["class_weight"] = class_weight->vec();
+    return {loss, total_weight};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    variable_list grads(4);
+    variable_list grads(6);  // one per forward argument after ctx
     const at::Tensor& grad_loss = grad_outputs[0];
     if (!grad_loss.defined()) {
       return grads;
@@ -327,22 +362,27 @@ class BinaryCrossEntropyFunction : public torch::autograd::Function<BinaryCrossE
     const auto saved = ctx->get_saved_variables();
     const auto& pred = saved[0];
     const auto& label = saved[1];
-    const int64_t bonafide_label = ctx->saved_data["bonafide_label"].toInt();
-    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const auto ints = ctx->saved_data["ints"].toIntVector();
+    const int64_t bonafide_label = ints[0], reduction = ints[1], num_logits = ints[2];
+    const auto weights_entry = ctx->saved_data.find("class_weight");
+    const std::vector<double> class_weight =
+        weights_entry == ctx->saved_data.end() ? std::vector<double>() : weights_entry->second.toDoubleVector();
+    const OptionalWeights weights = class_weight.empty() ? OptionalWeights() : OptionalWeights(class_weight);
     if (at::GradMode::is_enabled()) {
       // create_graph=True: the gradients as a graph of torch ops (pred is saved
       // anyway, so a second backward reaches it directly).
-      auto [grad_pred, grad_label] =
-          binary_cross_entropy_backward_composite_op(grad_loss, pred, label, bonafide_label, reduction);
+      auto [grad_pred, grad_label] = binary_cross_entropy_backward_composite_op(
+          grad_loss, pred, label, bonafide_label, reduction, weights, num_logits);
       grads[0] = grad_pred;
       if (ctx->needs_input_grad(1)) grads[1] = grad_label;
       return grads;
     }
     if (ctx->needs_input_grad(0)) {
-      grads[0] = binary_cross_entropy_backward_op(grad_loss, pred, label, bonafide_label, reduction);
+      grads[0] = binary_cross_entropy_backward_op(
+          grad_loss, pred, label, bonafide_label, reduction, weights, num_logits, defined_or_none(saved[2]));
     }
     if (ctx->needs_input_grad(1)) {
-      grads[1] = label_gradient(grad_loss, pred, label, bonafide_label, reduction);
+      grads[1] = label_gradient(grad_loss, pred, label, bonafide_label, reduction, class_weight, num_logits);
     }
     return grads;
   }
@@ -377,13 +417,15 @@ std::tuple<at::Tensor, at::Tensor> cosine_score_autograd(
   return {out[0], out[1]};
 }
 
-at::Tensor binary_cross_entropy_autograd(
-    const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
+std::tuple<at::Tensor, at::Tensor> binary_cross_entropy_autograd(
+    const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction,
+    OptionalWeights class_weight, int64_t num_logits) {
   if (!records_graph(pred, label)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return binary_cross_entropy_op(pred, label, bonafide_label, reduction);
+    return binary_cross_entropy_op(pred, label, bonafide_label, reduction, class_weight, num_logits);
   }
-  return BinaryCrossEntropyFunction::apply(pred, label, bonafide_label, reduction)[0];
+  auto out = BinaryCrossEntropyFunction::apply(pred, label, bonafide_label, reduction, class_weight, num_logits);
+  return {out[0], out[1]};
 }
 
 }  // namespace

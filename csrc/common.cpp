@@ -4,6 +4,7 @@
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <string>
 
 namespace spoofloss {
@@ -237,27 +238,135 @@ void check_cosine_backward_inputs(
   if (center_index.has_value()) check_center_index(*center_index, pooled, "pooled", batch);
 }
 
-void check_binary_inputs(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
+namespace {
+
+// Label values are class indices (torch's hard targets) in an integer or bool
+// dtype, probabilities of label 1 (soft targets) in a floating dtype.
+bool holds_class_indices(c10::ScalarType t) {
+  return at::isIntegralType(t, /*includeBool=*/true);
+}
+
+void check_binary_inputs(
+    const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction,
+    c10::optional<c10::ArrayRef<double>> class_weight, int64_t num_logits) {
   check_reduction(reduction);
+  TORCH_CHECK_VALUE(
+      num_logits == 1 || num_logits == 2, "num_logits must be 1 (one logit per label) or 2 (the logits of label 0 "
+      "and label 1 per label), got ", num_logits);
   TORCH_CHECK_VALUE(
       is_supported_float(pred.scalar_type()), "pred must be float32, float64, float16 or bfloat16 logits, got dtype ",
       pred.scalar_type());
   TORCH_CHECK_VALUE(pred.numel() > 0, "pred is empty (shape ", pred.sizes(), "); a loss needs at least one logit");
+  if (num_logits == 2) {
+    TORCH_CHECK_VALUE(
+        pred.dim() == 2 && pred.size(1) == 2, "pred must have shape [B, 2] (the logits of label 0 and label 1) with "
+        "num_logits = 2, got shape ", pred.sizes());
+  }
   check_same_device(pred, "pred", label, "label");
   TORCH_CHECK_VALUE(
       is_loadable(label.scalar_type()), "label must hold values in [0, 1] in an integer, bool or float dtype, got dtype ",
       label.scalar_type());
-  TORCH_CHECK_VALUE(
-      label.numel() == pred.numel(), "label has ", label.numel(), " elements (shape ", label.sizes(), ") but pred has ",
-      pred.numel(), " (shape ", pred.sizes(), "); pred holds one logit per label");
+  const int64_t labels = pred.numel() / num_logits;
+  if (num_logits == 2) {
+    TORCH_CHECK_VALUE(
+        label.numel() == labels, "label has ", label.numel(), " elements (shape ", label.sizes(), ") but pred has ",
+        labels, " rows (shape ", pred.sizes(), "); pred holds two logits per label");
+  } else {
+    TORCH_CHECK_VALUE(
+        label.numel() == labels, "label has ", label.numel(), " elements (shape ", label.sizes(), ") but pred has ",
+        pred.numel(), " (shape ", pred.sizes(), "); pred holds one logit per label");
+  }
   TORCH_CHECK_VALUE(bonafide_label == 0 || bonafide_label == 1, "bonafide_label must be 0 or 1, got ", bonafide_label);
+  if (class_weight.has_value()) {
+    TORCH_CHECK_VALUE(
+        class_weight->size() == 2, "class_weight must hold two weights (of label 0 and of label 1), got ",
+        class_weight->size(), ": ", *class_weight);
+    for (size_t k = 0; k < 2; ++k) {
+      const double w = (*class_weight)[k];
+      TORCH_CHECK_VALUE(
+          std::isfinite(w) && w >= 0.0, "class_weight[", k, "] (the weight of label ", k,
+          ") must be a finite number >= 0, got ", w);
+    }
+  }
 }
 
-void check_binary_grad_loss(const at::Tensor& grad_loss, const at::Tensor& pred, int64_t reduction) {
+// Whether the total weight (what the mean divides by) depends on the labels:
+// torch's CrossEntropyLoss(weight) of class indices divides by sum_i w_{y_i}.
+bool total_weight_from_labels(const at::Tensor& label, c10::optional<c10::ArrayRef<double>> class_weight, int64_t num_logits) {
+  return num_logits == 2 && class_weight.has_value() && holds_class_indices(label.scalar_type());
+}
+
+BinaryArgs prepare_binary(
+    const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label,
+    c10::optional<c10::ArrayRef<double>> class_weight, int64_t num_logits) {
+  BinaryArgs args;
+  args.pred = num_logits == 2 ? pred : pred.contiguous();
+  args.label = label.contiguous();
+  BinaryLayout& layout = args.layout;
+  layout.numel = pred.numel() / num_logits;
+  layout.label = args.label.const_data_ptr();
+  layout.label_dtype = label.scalar_type();
+  layout.bonafide_label = bonafide_label;
+  layout.num_logits = num_logits;
+  if (num_logits == 2) {
+    layout.pred_stride_row = pred.stride(0);
+    layout.pred_stride_class = pred.stride(1);
+  }
+  if (class_weight.has_value()) {
+    layout.weighted = true;
+    layout.weight_bonafide = (*class_weight)[bonafide_label];
+    layout.weight_spoof = (*class_weight)[1 - bonafide_label];
+  }
+  layout.weight_sum_divisor = total_weight_from_labels(label, class_weight, num_logits);
+  return args;
+}
+
+}  // namespace
+
+BinaryArgs prepare_binary_forward(
+    const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction,
+    c10::optional<c10::ArrayRef<double>> class_weight, int64_t num_logits) {
+  check_binary_inputs(pred, label, bonafide_label, reduction, class_weight, num_logits);
+  BinaryArgs args = prepare_binary(pred, label, bonafide_label, class_weight, num_logits);
+  const auto options = pred.options().dtype(compute_dtype(pred.scalar_type()));
+  args.loss = at::empty(reduced_shape(reduction, args.layout.numel), options);
+  args.total_weight = at::empty({}, options);
+  return args;
+}
+
+BinaryArgs prepare_binary_backward(
+    const at::Tensor& grad_loss,
+    const at::Tensor& pred,
+    const at::Tensor& label,
+    int64_t bonafide_label,
+    int64_t reduction,
+    c10::optional<c10::ArrayRef<double>> class_weight,
+    int64_t num_logits,
+    const c10::optional<at::Tensor>& total_weight) {
+  check_binary_inputs(pred, label, bonafide_label, reduction, class_weight, num_logits);
+  const int64_t labels = pred.numel() / num_logits;
   check_same_device(pred, "pred", grad_loss, "grad_loss");
-  check_grad_loss(grad_loss, "grad_loss", reduction, pred.numel());
+  check_grad_loss(grad_loss, "grad_loss", reduction, labels);
+  const auto dtype = compute_dtype(pred.scalar_type());
+  const bool divides_by_total_weight = static_cast<Reduction>(reduction) == Reduction::kMean &&
+      total_weight_from_labels(label, class_weight, num_logits);
+  if (total_weight.has_value()) {
+    check_same_device(pred, "pred", *total_weight, "total_weight");
+    TORCH_CHECK_VALUE(
+        is_supported_float(total_weight->scalar_type()) && total_weight->numel() == 1, "total_weight must be one "
+        "float32, float64, float16 or bfloat16 value (the forward's total_weight), got dtype ",
+        total_weight->scalar_type(), " and shape ", total_weight->sizes());
+  } else {
+    TORCH_CHECK_VALUE(
+        !divides_by_total_weight, "total_weight (the forward's second output) is required: the mean of two logits "
+        "with class weights and class-index labels divides by the total weight of the targets");
+  }
+  BinaryArgs args = prepare_binary(pred, label, bonafide_label, class_weight, num_logits);
+  args.grad_loss = grad_loss.to(dtype).contiguous();
+  if (divides_by_total_weight) args.total_weight_in = total_weight->to(dtype).reshape({});
+  args.grad_pred = at::empty(pred.sizes(), pred.options());
+  return args;
 }
-
 
 namespace {
 
@@ -354,37 +463,6 @@ CosineBackwardArgs prepare_cosine_backward(
   args.grad_emb = at::empty(emb_sizes, pooled.options().dtype(emb_dtype));
   args.grad_centers = at::empty(centers.sizes(), pooled.options());
   args.centers_dtype = centers.scalar_type();
-  return args;
-}
-
-namespace {
-BinaryArgs prepare_binary(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label) {
-  BinaryArgs args;
-  args.pred = pred.contiguous();
-  args.label = label.contiguous();
-  args.layout = BinaryLayout{pred.numel(), args.label.const_data_ptr(), label.scalar_type(), bonafide_label};
-  return args;
-}
-}  // namespace
-
-BinaryArgs prepare_binary_forward(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
-  check_binary_inputs(pred, label, bonafide_label, reduction);
-  BinaryArgs args = prepare_binary(pred, label, bonafide_label);
-  args.loss = at::empty(reduced_shape(reduction, pred.numel()), pred.options().dtype(compute_dtype(pred.scalar_type())));
-  return args;
-}
-
-BinaryArgs prepare_binary_backward(
-    const at::Tensor& grad_loss,
-    const at::Tensor& pred,
-    const at::Tensor& label,
-    int64_t bonafide_label,
-    int64_t reduction) {
-  check_binary_inputs(pred, label, bonafide_label, reduction);
-  check_binary_grad_loss(grad_loss, pred, reduction);
-  BinaryArgs args = prepare_binary(pred, label, bonafide_label);
-  args.grad_loss = grad_loss.to(compute_dtype(pred.scalar_type())).contiguous();
-  args.grad_pred = at::empty(pred.sizes(), pred.options());
   return args;
 }
 

@@ -90,22 +90,35 @@ CosineEpilogue<acc_t> cosine_epilogue(
 
 // The binary ops' inputs once validated, with their outputs allocated.
 struct BinaryArgs {
-  at::Tensor pred;       // contiguous
-  at::Tensor label;      // contiguous
+  at::Tensor pred;          // one logit: contiguous; two logits: [N, 2] as given (the layout holds its strides)
+  at::Tensor label;         // contiguous
   BinaryLayout layout;
-  at::Tensor loss;       // forward: [N] (reduction none) or [], compute dtype
-  at::Tensor grad_loss;  // backward: [N] or [], compute dtype
-  at::Tensor grad_pred;  // backward: pred's sizes and dtype
+  at::Tensor loss;          // forward: [N] (reduction none) or [], compute dtype
+  at::Tensor total_weight;  // forward: [], compute dtype (see binary_cross_entropy in ops.cpp)
+  at::Tensor grad_loss;     // backward: [N] or [], compute dtype
+  at::Tensor total_weight_in;  // backward: [], compute dtype; undefined unless the mean divides by it
+  at::Tensor grad_pred;     // backward: pred's sizes and dtype, contiguous
 };
 
-BinaryArgs prepare_binary_forward(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction);
+// class_weight: the weights of label 0 and label 1 (torch's `weight`
+// argument of CrossEntropyLoss), or none; num_logits: 1 or 2.
+BinaryArgs prepare_binary_forward(
+    const at::Tensor& pred,
+    const at::Tensor& label,
+    int64_t bonafide_label,
+    int64_t reduction,
+    c10::optional<c10::ArrayRef<double>> class_weight,
+    int64_t num_logits);
 
 BinaryArgs prepare_binary_backward(
     const at::Tensor& grad_loss,
     const at::Tensor& pred,
     const at::Tensor& label,
     int64_t bonafide_label,
-    int64_t reduction);
+    int64_t reduction,
+    c10::optional<c10::ArrayRef<double>> class_weight,
+    int64_t num_logits,
+    const c10::optional<at::Tensor>& total_weight);
 
 // The dtype the kernels accumulate and return in: float64 for float64 input,
 // float32 for float32, float16 and bfloat16.

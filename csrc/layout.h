@@ -4,6 +4,7 @@
 #pragma once
 
 #include <c10/core/ScalarType.h>
+#include <c10/macros/Macros.h>
 
 #include <cstdint>
 
@@ -33,12 +34,40 @@ struct CosineLayout {
   int64_t center_index_stride = 0;
 };
 
-// The binary loss: pred is contiguous [N]; labels are read in their own dtype.
+// The binary loss over N labels (one per utterance), in one of two layouts:
+//  - one logit per label: pred is contiguous [N] (any shape, flattened), the
+//    logit of bona fide against spoof;
+//  - two logits per label: pred [N, 2], column c the logit of label value c
+//    (as torch's CrossEntropyLoss), read through its strides, so a slice or a
+//    transpose needs no copy.
+// Labels are read in their own dtype.
 struct BinaryLayout {
-  int64_t numel = 0;
+  int64_t numel = 0;  // N
   const void* label = nullptr;
   c10::ScalarType label_dtype = c10::ScalarType::Long;
   int64_t bonafide_label = 1;
+  int64_t num_logits = 1;
+  int64_t pred_stride_row = 1;    // two logits: elements from one utterance's row to the next
+  int64_t pred_stride_class = 1;  // two logits: elements from column 0 to column 1
+  // Class weights (the weight of the bona fide and of the spoof class): each
+  // utterance's loss is w_b t softplus(-x) + w_s (1 - t) softplus(x) for the
+  // bona fide target t and logit (difference) x. Without class weights both
+  // are 1 and `weighted` is false.
+  bool weighted = false;
+  double weight_bonafide = 1.0;
+  double weight_spoof = 1.0;
+  // The mean divides by the total weight of the targets, sum_i w_{y_i}
+  // (torch's CrossEntropyLoss(weight) with class indices: two logits, class
+  // weights, an integer or bool label), rather than by N.
+  bool weight_sum_divisor = false;
+
+  // Column of the bona fide and of the spoof logit (two logits).
+  C10_HOST_DEVICE int64_t bonafide_column_offset() const {
+    return bonafide_label * pred_stride_class;
+  }
+  C10_HOST_DEVICE int64_t spoof_column_offset() const {
+    return (1 - bonafide_label) * pred_stride_class;
+  }
 };
 
 }  // namespace spoofloss

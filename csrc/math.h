@@ -180,6 +180,35 @@ C10_HOST_DEVICE inline acc_t bce_with_logits_grad(acc_t logit, acc_t target) {
   return sigmoid(logit) - target;
 }
 
+// Class-weighted binary cross-entropy with logits,
+//   w_b t softplus(-x) + w_s u softplus(x),
+// from the weighted target a = w_b t, the weighted complement c = w_s u and
+// tail = log(1 + exp(-|x|)), as bce_with_logits_from_tail:
+//   x > 0:   c x + (a + c) tail
+//   x <= 0: -a x + (a + c) tail
+// (no cancellation: every term is >= 0). With two logits x is their
+// difference, bona fide minus spoof, and this is torch's
+// CrossEntropyLoss(weight) of the two classes (t, u the probabilities of
+// bona fide and spoof). kZeroTermVanishes: a term whose coefficient is 0 is 0
+// even where |x| is infinite (torch's cross-entropy of a hard target is 0
+// when the other class's logit is -inf; 0 * inf would be NaN).
+template <bool kZeroTermVanishes, typename acc_t>
+C10_HOST_DEVICE inline acc_t weighted_bce_with_logits_from_tail(
+    acc_t logit, acc_t weighted_target, acc_t weighted_complement, acc_t tail) {
+  const acc_t slope = logit > acc_t(0) ? weighted_complement : -weighted_target;
+  acc_t linear = slope * logit;
+  if constexpr (kZeroTermVanishes) linear = slope == acc_t(0) ? acc_t(0) : linear;
+  return linear + (weighted_target + weighted_complement) * tail;
+}
+
+// Its derivative with respect to x, (a + c) sigmoid(x) - a (sigmoid(x) - t
+// without weights, where a + c = 1).
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t weighted_bce_with_logits_grad_from_sigmoid(
+    acc_t sigmoid_value, acc_t weighted_target, acc_t weighted_complement) {
+  return (weighted_target + weighted_complement) * sigmoid_value - weighted_target;
+}
+
 // A (possibly soft) binary target in [0, 1] oriented so that 1 means bona fide;
 // NaN when the label lies outside [0, 1].
 template <typename acc_t>

@@ -41,11 +41,25 @@ TORCH_LIBRARY(spoofloss, m) {
       "float scale, float margin_bonafide, float margin_spoof, int bonafide_label, int score_rule, "
       "int score_center, int reduction) -> (Tensor grad_emb, Tensor grad_centers)");
 
-  // Binary cross-entropy with logits over the flattened pred (one logit per label).
-  m.def("binary_cross_entropy(Tensor pred, Tensor label, int bonafide_label, int reduction) -> Tensor");
+  // The binary loss over N labels, reduction 0 = none -> [N], 1 = mean,
+  // 2 = sum -> []. num_logits 1: binary cross-entropy with logits over the
+  // flattened pred (one logit per label, bona fide against spoof); 2: pred
+  // [N, 2], torch's cross-entropy over the logits of label 0 and label 1 (any
+  // strides). label: N values in [0, 1] (any shape), class indices in an
+  // integer or bool dtype, the probability of label 1 in a floating dtype;
+  // bonafide_label is the label value of bona fide. class_weight: the weights
+  // of label 0 and label 1, as torch's `weight` (none: 1 and 1); for one logit
+  // they weight the two terms of BCE (BCEWithLogitsLoss's weight and
+  // pos_weight). The mean divides by total_weight: sum_i w_{y_i} for two
+  // logits with class weights and class-index labels (CrossEntropyLoss), N
+  // otherwise; total_weight is returned for mean and sum (0 for none), and the
+  // backward of a mean that divides by sum_i w_{y_i} needs it.
+  m.def(
+      "binary_cross_entropy(Tensor pred, Tensor label, int bonafide_label, int reduction, "
+      "float[]? class_weight=None, int num_logits=1) -> (Tensor loss, Tensor total_weight)");
   m.def(
       "_binary_cross_entropy_backward(Tensor grad_loss, Tensor pred, Tensor label, int bonafide_label, "
-      "int reduction) -> Tensor");
+      "int reduction, float[]? class_weight=None, int num_logits=1, Tensor? total_weight=None) -> Tensor");
 
   // The two backward ops above as differentiable composites of torch ops (the
   // kernels are Python functions built on spoofloss.reference, registered by
@@ -62,5 +76,5 @@ TORCH_LIBRARY(spoofloss, m) {
       "-> (Tensor grad_pooled, Tensor grad_centers)");
   m.def(
       "_binary_cross_entropy_backward_composite(Tensor grad_loss, Tensor pred, Tensor label, int bonafide_label, "
-      "int reduction) -> (Tensor grad_pred, Tensor grad_label)");
+      "int reduction, float[]? class_weight=None, int num_logits=1) -> (Tensor grad_pred, Tensor grad_label)");
 }

@@ -84,14 +84,14 @@ def cosine_backward_args(epilogue=AM, batch=4, frames=5, dim=6, lengths=True, re
 def binary_args(numel=6, soft=False, device="cpu"):
     label = torch.rand(numel) if soft else make_labels(numel)
     return dict(pred=randn(numel, 1, device=device), label=label.reshape(numel, 1).to(device), bonafide_label=1,
-                reduction=MEAN)
+                reduction=MEAN, class_weight=None, num_logits=1)
 
 
 def binary_backward_args(numel=6, reduction=MEAN, device="cpu"):
     args = binary_args(numel, device=device)
     args["reduction"] = reduction
     grad = torch.rand(numel if reduction == NONE else (), device=device) + 0.5
-    return dict(grad_loss=grad, **args)
+    return dict(grad_loss=grad, total_weight=None, **args)
 
 
 # (op name, argument builder, tensor arguments, the argument the outputs follow)

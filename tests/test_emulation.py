@@ -323,7 +323,8 @@ def test_launch_and_scratch_counts(emulation):
     32 floats: the forward's centre norms [C] and partial sums [B, chunks, D];
     the backward's centre norms, frame_grad [B, D], alpha and g_cos [B, C] and
     the centre-gradient partials [segments, C, D]. The binary loss's mean keeps
-    one partial sum per block (one block per 1024 elements)."""
+    one partial sum per block (one block per 1024 elements), two where it
+    divides by the targets' total weight."""
     batch, frames, dim = 4, 50, 64
     label, lengths = make_labels(batch), make_lengths(batch, frames)
     emb = randn(batch, frames, dim).requires_grad_()
@@ -354,8 +355,19 @@ def test_launch_and_scratch_counts(emulation):
     pred = randn(1000).requires_grad_()
     binary = spoofloss.BinaryLoss()
     c = counted(emulation, lambda: held.update(loss=binary(pred, make_labels(1000))))
-    assert c["kernels"] == ["bce_forward_kernel<float, float>", "sum_kernel<float>"], c["kernels"]
+    assert c["kernels"] == ["bce_forward_kernel<float, float>", "bce_finish_kernel<float>"], c["kernels"]
     assert (c["scratch_allocations"], c["scratch_bytes"]) == (1, 4), c
+    c = counted(emulation, lambda: held["loss"].backward())
+    assert c["kernels"] == ["bce_backward_kernel<float, float>"], c["kernels"]
+    assert c["scratch_allocations"] == 0, c
+
+    # two logits with class weights and class-index labels: the mean divides by
+    # the targets' total weight, summed in the same pass (a second partial per block)
+    pred = randn(1000, 2).requires_grad_()
+    weighted = spoofloss.BinaryLoss(num_logits=2, class_weight=(0.1, 0.9))
+    c = counted(emulation, lambda: held.update(loss=weighted(pred, make_labels(1000))))
+    assert c["kernels"] == ["bce_forward_kernel<float, float>", "bce_finish_kernel<float>"], c["kernels"]
+    assert (c["scratch_allocations"], c["scratch_bytes"]) == (1, 2 * 4), c
     c = counted(emulation, lambda: held["loss"].backward())
     assert c["kernels"] == ["bce_backward_kernel<float, float>"], c["kernels"]
     assert c["scratch_allocations"] == 0, c

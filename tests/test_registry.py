@@ -38,7 +38,10 @@ def inputs_for(spec, module, batch=6, frames=7, dim=5, dtype=torch.float32, leng
     extra = spec.make_inputs(module, batch, None) if spec.make_inputs else {}
     extra = {k: v.to(device) for k, v in extra.items()}
     if spec.family == "logits":
-        pred = (3 * torch.randn(batch, dtype=F64)).to(dtype).to(device).requires_grad_()
+        # a module that reads several logits per utterance says how many (num_logits): pred [B, num_logits]
+        logits = int(getattr(module, "num_logits", 1))
+        shape = (batch,) if logits == 1 else (batch, logits)
+        pred = (3 * torch.randn(shape, dtype=F64)).to(dtype).to(device).requires_grad_()
         label = labels_for(spec, module, batch).to(device)
         return (pred, label), (pred,), extra, pred
     emb = torch.randn(batch, frames, dim, dtype=F64).to(dtype).to(device).requires_grad_()

@@ -1,5 +1,7 @@
-// CPU kernels of the binary loss: BCE with logits over the flattened pred, its
-// reduction in the same pass, and its backward.
+// CPU kernels of the binary loss: BCE with logits over the flattened pred, or
+// the cross-entropy of two logits per label, class-weighted or not, with its
+// reduction (and the total weight the mean divides by) in the same pass, and
+// its backward.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/Dispatch.h>
@@ -8,6 +10,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -20,7 +23,7 @@
 namespace spoofloss {
 namespace {
 
-// Elements per work item; fixed, so the reduced loss does not depend on the
+// Labels per work item; fixed, so the reduced loss does not depend on the
 // number of threads.
 constexpr int64_t kBinaryChunk = 2048;
 
@@ -81,104 +84,203 @@ void load_targets(const BinaryLayout& layout, int64_t start, int64_t count, acc_
   }
 }
 
-// out[j] = math::softplus_tail(x[j]) (or sigmoid), j < count <= kBinaryChunk:
-// float32 math (float32, float16, bfloat16 logits) through RowLoops, vectorised
-// where the CPU allows; float64 through math.h.
+// The chunk's logits [count] in acc_t: for one logit, pred itself where it is
+// acc_t already (float32, float64: no copy), else widened into `buffer`; for
+// two logits, the difference bona fide minus spoof of each row, into `buffer`.
 template <typename scalar_t, typename acc_t>
-void transcendental_values(const scalar_t* x, int64_t count, acc_t* out, bool sigmoid) {
-  if constexpr (std::is_same_v<acc_t, float>) {
-    const auto& loops = cpu::row_loops();
-    const auto values = sigmoid ? loops.sigmoid_values : loops.softplus_tail_values;
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      values(x, count, out);
-    } else {  // float16 / bfloat16: widened first, then the float32 loop
-      float widened[kBinaryChunk];
-      for (int64_t j = 0; j < count; ++j) widened[j] = static_cast<float>(x[j]);
-      values(widened, count, out);
+const acc_t* chunk_logits(const scalar_t* pred, const BinaryLayout& layout, int64_t start, int64_t count, acc_t* buffer) {
+  if (layout.num_logits == 2) {
+    const scalar_t* row = pred + start * layout.pred_stride_row;
+    const scalar_t* bonafide = row + layout.bonafide_column_offset();
+    const scalar_t* spoof = row + layout.spoof_column_offset();
+    if (layout.pred_stride_row == 2 && layout.pred_stride_class == 1) {
+      // contiguous [N, 2]: constant strides, so that the loop vectorises
+      for (int64_t j = 0; j < count; ++j) {
+        buffer[j] = static_cast<acc_t>(bonafide[2 * j]) - static_cast<acc_t>(spoof[2 * j]);
+      }
+    } else {
+      const int64_t stride = layout.pred_stride_row;
+      for (int64_t j = 0; j < count; ++j) {
+        buffer[j] = static_cast<acc_t>(bonafide[j * stride]) - static_cast<acc_t>(spoof[j * stride]);
+      }
     }
+    return buffer;
+  }
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return pred + start;
   } else {
-    for (int64_t j = 0; j < count; ++j) {
-      const acc_t v = static_cast<acc_t>(x[j]);
-      out[j] = sigmoid ? math::sigmoid(v) : math::softplus_tail(v);
-    }
+    for (int64_t j = 0; j < count; ++j) buffer[j] = static_cast<acc_t>(pred[start + j]);
+    return buffer;
   }
 }
 
-// Runs `body(chunk, start, count, target, complement, values)` for every
-// chunk of kBinaryChunk logits, spread over the threads, with the chunk's
-// targets (and, for the forward, their complements; null otherwise) and its
-// transcendental values (math::softplus_tail, or sigmoid) in hand.
+// out[j] = math::softplus_tail(x[j]) (or sigmoid), j < count <= kBinaryChunk:
+// float32 math (float32, float16, bfloat16 logits) through RowLoops, vectorised
+// where the CPU allows; float64 through math.h.
+template <typename acc_t>
+void transcendental_values(const acc_t* x, int64_t count, acc_t* out, bool sigmoid) {
+  if constexpr (std::is_same_v<acc_t, float>) {
+    const auto& loops = cpu::row_loops();
+    (sigmoid ? loops.sigmoid_values : loops.softplus_tail_values)(x, count, out);
+  } else {
+    for (int64_t j = 0; j < count; ++j) out[j] = sigmoid ? math::sigmoid(x[j]) : math::softplus_tail(x[j]);
+  }
+}
+
+// Runs `body(chunk, start, count, logit, target, complement, values)` for
+// every chunk of kBinaryChunk labels, spread over the threads, with the
+// chunk's logits (chunk_logits), targets, their complements where
+// `complement` is asked for (null otherwise), and its transcendental values
+// (math::softplus_tail, or sigmoid) in hand.
 template <typename scalar_t, typename acc_t, typename Body>
-void for_each_chunk(const scalar_t* logits, const BinaryLayout& layout, bool sigmoid, const Body& body) {
+void for_each_chunk(
+    const scalar_t* pred, const BinaryLayout& layout, bool sigmoid, bool complement, const Body& body) {
   const int64_t n = layout.numel;
   const int64_t chunks = (n + kBinaryChunk - 1) / kBinaryChunk;
-  at::parallel_for(0, chunks, grain(kBinaryChunk * kTranscendentalCost), [&](int64_t begin, int64_t end) {
+  const int64_t cost = kBinaryChunk * kTranscendentalCost * layout.num_logits;
+  at::parallel_for(0, chunks, grain(cost), [&](int64_t begin, int64_t end) {
+    acc_t logit_buffer[kBinaryChunk];
     acc_t target[kBinaryChunk];
-    acc_t complement[kBinaryChunk];
+    acc_t complement_buffer[kBinaryChunk];
     acc_t values[kBinaryChunk];
-    acc_t* complement_or_null = sigmoid ? nullptr : complement;
+    acc_t* complement_or_null = complement ? complement_buffer : nullptr;
     for (int64_t c = begin; c < end; ++c) {
       const int64_t start = c * kBinaryChunk;
       const int64_t count = std::min(n, start + kBinaryChunk) - start;
       load_targets(layout, start, count, target, complement_or_null);
-      transcendental_values(logits + start, count, values, sigmoid);
-      body(c, start, count, target, complement_or_null, values);
+      const acc_t* logit = chunk_logits(pred, layout, start, count, logit_buffer);
+      transcendental_values(logit, count, values, sigmoid);
+      body(c, start, count, logit, target, complement_or_null, values);
     }
   });
 }
 
-at::Tensor binary_cross_entropy_cpu(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
-  const auto args = prepare_binary_forward(pred, label, bonafide_label, reduction);
-  const int64_t n = args.layout.numel;
+// Class-weighted losses of a chunk (math::weighted_bce_with_logits_from_tail)
+// with a = w_b t, c = w_s u, and where kTargetWeights, each label's weight
+// a + c (w_{y_i} for a class index) into target_weight.
+template <bool kTwoLogits, bool kTargetWeights, typename acc_t>
+void weighted_losses(
+    const acc_t* logit, const acc_t* target, const acc_t* complement, const acc_t* tail, int64_t count,
+    acc_t weight_bonafide, acc_t weight_spoof, acc_t* out, acc_t* target_weight) {
+  for (int64_t j = 0; j < count; ++j) {
+    const acc_t a = weight_bonafide * target[j];
+    const acc_t c = weight_spoof * complement[j];
+    out[j] = math::weighted_bce_with_logits_from_tail<kTwoLogits>(logit[j], a, c, tail[j]);
+    if constexpr (kTargetWeights) target_weight[j] = a + c;
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> binary_cross_entropy_cpu(
+    const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction,
+    c10::optional<c10::ArrayRef<double>> class_weight, int64_t num_logits) {
+  const auto args = prepare_binary_forward(pred, label, bonafide_label, reduction, class_weight, num_logits);
+  const BinaryLayout& layout = args.layout;
+  const int64_t n = layout.numel;
   const bool reduce = static_cast<Reduction>(reduction) != Reduction::kNone;
+  // the total weight is summed from the labels in the same pass, or is N
+  const bool sum_target_weights = reduce && layout.weight_sum_divisor;
+  const bool plain = layout.num_logits == 1 && !layout.weighted;  // ESPnet's BCE with logits
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(), "binary_cross_entropy_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* logits = args.pred.const_data_ptr<scalar_t>();
     const int64_t chunks = (n + kBinaryChunk - 1) / kBinaryChunk;
     // one float64 sum per chunk (fixed chunks: the same for any thread count)
     std::vector<double> partial(reduce ? chunks : 0);
+    std::vector<double> partial_weight(sum_target_weights ? chunks : 0);
     acc_t* per_element = reduce ? nullptr : args.loss.mutable_data_ptr<acc_t>();
+    const acc_t weight_bonafide = static_cast<acc_t>(layout.weight_bonafide);
+    const acc_t weight_spoof = static_cast<acc_t>(layout.weight_spoof);
     for_each_chunk<scalar_t, acc_t>(
-        logits, args.layout, /*sigmoid=*/false,
-        [&](int64_t chunk, int64_t start, int64_t count, const acc_t* target, const acc_t* complement,
-            const acc_t* tail) {
+        args.pred.const_data_ptr<scalar_t>(), layout, /*sigmoid=*/false, /*complement=*/true,
+        [&](int64_t chunk, int64_t start, int64_t count, const acc_t* logit, const acc_t* target,
+            const acc_t* complement, const acc_t* tail) {
           // the chunk's losses, then (for mean / sum) their float64 sum: two
           // loops, so that the first has no reduction in it and vectorises
           acc_t chunk_losses[kBinaryChunk];
           acc_t* out = reduce ? chunk_losses : per_element + start;
-          for (int64_t j = 0; j < count; ++j) {
-            out[j] = math::bce_with_logits_from_tail(
-                static_cast<acc_t>(logits[start + j]), target[j], complement[j], tail[j]);
+          if (plain) {
+            for (int64_t j = 0; j < count; ++j) {
+              out[j] = math::bce_with_logits_from_tail(logit[j], target[j], complement[j], tail[j]);
+            }
+          } else if (sum_target_weights) {
+            acc_t target_weight[kBinaryChunk];
+            weighted_losses<true, true>(
+                logit, target, complement, tail, count, weight_bonafide, weight_spoof, out, target_weight);
+            partial_weight[chunk] = cpu::fixed_order_sum(target_weight, count);
+          } else if (layout.num_logits == 2) {
+            weighted_losses<true, false>(
+                logit, target, complement, tail, count, weight_bonafide, weight_spoof, out, static_cast<acc_t*>(nullptr));
+          } else {
+            weighted_losses<false, false>(
+                logit, target, complement, tail, count, weight_bonafide, weight_spoof, out, static_cast<acc_t*>(nullptr));
           }
           if (reduce) partial[chunk] = cpu::fixed_order_sum(chunk_losses, count);
         });
+    double total_weight = 0;  // reduction none: 0, as torch's nll_loss
     if (reduce) {
+      total_weight = sum_target_weights ? cpu::fixed_order_sum(partial_weight.data(), chunks) : static_cast<double>(n);
       double total = cpu::fixed_order_sum(partial.data(), chunks);
-      if (static_cast<Reduction>(reduction) == Reduction::kMean) total /= static_cast<double>(n);
+      if (static_cast<Reduction>(reduction) == Reduction::kMean) total /= total_weight;
       *args.loss.mutable_data_ptr<acc_t>() = static_cast<acc_t>(total);
     }
+    *args.total_weight.mutable_data_ptr<acc_t>() = static_cast<acc_t>(total_weight);
   });
-  return args.loss;
+  return {args.loss, args.total_weight};
 }
 
 at::Tensor binary_cross_entropy_backward_cpu(
     const at::Tensor& grad_loss, const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label,
-    int64_t reduction) {
-  const auto args = prepare_binary_backward(grad_loss, pred, label, bonafide_label, reduction);
-  const int64_t n = args.layout.numel;
+    int64_t reduction, c10::optional<c10::ArrayRef<double>> class_weight, int64_t num_logits,
+    const c10::optional<at::Tensor>& total_weight) {
+  const auto args = prepare_binary_backward(
+      grad_loss, pred, label, bonafide_label, reduction, class_weight, num_logits, total_weight);
+  const BinaryLayout& layout = args.layout;
+  const int64_t n = layout.numel;
+  const bool plain = layout.num_logits == 1 && !layout.weighted;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(), "binary_cross_entropy_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* logits = args.pred.const_data_ptr<scalar_t>();
     const acc_t* upstream = args.grad_loss.const_data_ptr<acc_t>();
     const auto kind = static_cast<Reduction>(reduction);
     scalar_t* out = args.grad_pred.mutable_data_ptr<scalar_t>();
+    if (plain) {
+      for_each_chunk<scalar_t, acc_t>(
+          args.pred.const_data_ptr<scalar_t>(), layout, /*sigmoid=*/true, /*complement=*/false,
+          [&](int64_t, int64_t start, int64_t count, const acc_t*, const acc_t* target, const acc_t*,
+              const acc_t* sigmoid) {
+            for (int64_t j = 0; j < count; ++j) {
+              const int64_t i = start + j;
+              // d BCE / d x = sigmoid(x) - t (math::bce_with_logits_grad)
+              out[i] = static_cast<scalar_t>(math::reduction_weight(kind, upstream, i, n) * (sigmoid[j] - target[j]));
+            }
+          });
+      return;
+    }
+    // the upstream gradient of a reduced loss, over what the mean divided by
+    const acc_t divisor = args.total_weight_in.defined() ? *args.total_weight_in.const_data_ptr<acc_t>()
+                                                         : static_cast<acc_t>(n);
+    const acc_t reduced = kind == Reduction::kNone ? acc_t(0)
+        : kind == Reduction::kMean                 ? upstream[0] / divisor
+                                                   : upstream[0];
+    const acc_t weight_bonafide = static_cast<acc_t>(layout.weight_bonafide);
+    const acc_t weight_spoof = static_cast<acc_t>(layout.weight_spoof);
+    const int64_t bonafide_column = layout.bonafide_label;
     for_each_chunk<scalar_t, acc_t>(
-        logits, args.layout, /*sigmoid=*/true,
-        [&](int64_t, int64_t start, int64_t count, const acc_t* target, const acc_t*, const acc_t* sigmoid) {
+        args.pred.const_data_ptr<scalar_t>(), layout, /*sigmoid=*/true, /*complement=*/true,
+        [&](int64_t, int64_t start, int64_t count, const acc_t*, const acc_t* target, const acc_t* complement,
+            const acc_t* sigmoid) {
+          acc_t grad[kBinaryChunk];  // d loss / d logit (difference)
           for (int64_t j = 0; j < count; ++j) {
-            const int64_t i = start + j;
-            // d BCE / d x = sigmoid(x) - t (math::bce_with_logits_grad)
-            out[i] = static_cast<scalar_t>(math::reduction_weight(kind, upstream, i, n) * (sigmoid[j] - target[j]));
+            const acc_t up = kind == Reduction::kNone ? upstream[start + j] : reduced;
+            grad[j] = up * math::weighted_bce_with_logits_grad_from_sigmoid(
+                               sigmoid[j], weight_bonafide * target[j], weight_spoof * complement[j]);
+          }
+          if (layout.num_logits == 1) {
+            for (int64_t j = 0; j < count; ++j) out[start + j] = static_cast<scalar_t>(grad[j]);
+          } else {  // grad_pred [N, 2] contiguous: +g on the bona fide column, -g on the spoof one
+            scalar_t* row = out + 2 * start;
+            for (int64_t j = 0; j < count; ++j) {
+              row[2 * j + bonafide_column] = static_cast<scalar_t>(grad[j]);
+              row[2 * j + 1 - bonafide_column] = static_cast<scalar_t>(-grad[j]);
+            }
           }
         });
   });

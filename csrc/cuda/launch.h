@@ -130,17 +130,25 @@ void launch_cosine_backward(
     Reduction reduction, const CosinePlan& plan, const CosineBackwardScratch<acc_of<scalar_t>>& scratch,
     scalar_t* grad_emb, acc_of<scalar_t>* grad_centers, cudaStream_t stream);
 
-// BCE with logits. Reduction none: writes per_element [n]. Otherwise writes
-// one partial sum per block into partial [blocks], then loss = sum / divisor.
+// The binary loss (layout.num_logits 1: BCE with logits; 2: cross-entropy of
+// two logits; class-weighted where layout.weighted). Reduction none: writes
+// per_element [n] and total_weight = 0. Otherwise writes one partial sum per
+// block into partial ([blocks], or [2 * blocks] where
+// layout.weight_sum_divisor: the targets' weights after the losses), then
+// loss = sum / total weight (mean) or the sum, and total_weight (the targets'
+// total weight, or n).
 template <typename scalar_t>
 void launch_bce_forward(
     const scalar_t* pred, const BinaryLayout& layout, int64_t blocks, acc_of<scalar_t>* per_element,
-    acc_of<scalar_t>* partial, acc_of<scalar_t> divisor, acc_of<scalar_t>* loss, cudaStream_t stream);
+    acc_of<scalar_t>* partial, bool mean, acc_of<scalar_t>* loss, acc_of<scalar_t>* total_weight,
+    cudaStream_t stream);
 
+// grad_pred: contiguous, pred's sizes. total_weight: the forward's, where the
+// mean divides by the targets' total weight; else null (the mean divides by n).
 template <typename scalar_t>
 void launch_bce_backward(
     const acc_of<scalar_t>* grad_loss, const scalar_t* pred, const BinaryLayout& layout, int64_t blocks,
-    Reduction reduction, scalar_t* grad_pred, cudaStream_t stream);
+    Reduction reduction, const acc_of<scalar_t>* total_weight, scalar_t* grad_pred, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace spoofloss

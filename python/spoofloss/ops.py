@@ -6,7 +6,7 @@ csrc/cosine_losses.h, never copied), drops the auxiliary outputs a caller does
 not need, and tells torch.compile the output shapes.
 """
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -118,9 +118,26 @@ def cosine_score(
     return _ops.cosine_score.default(emb, centers, lengths, center_index, score_rule, score_center, scale)[0]
 
 
-def binary_cross_entropy(pred: Tensor, label: Tensor, bonafide_label: int, reduction: int) -> Tensor:
-    """BCE with logits over the flattened pred; [N] for reduction none, else a scalar."""
-    return _ops.binary_cross_entropy.default(pred, label, bonafide_label, reduction)
+def binary_cross_entropy(
+    pred: Tensor,
+    label: Tensor,
+    bonafide_label: int,
+    reduction: int,
+    class_weight: Optional[Sequence[float]] = None,
+    num_logits: int = 1,
+) -> Tensor:
+    """The binary loss over N labels; [N] for reduction none, else a scalar.
+
+    num_logits 1: BCE with logits over the flattened pred (one logit per
+    label, bona fide against spoof). 2: pred [N, 2] holds the logits of label 0
+    and label 1, and the loss is torch's cross-entropy over them. label:
+    class indices (integer or bool dtype) or the probability of label 1
+    (floating dtype). class_weight: the weights of label 0 and label 1, as
+    torch's ``weight`` (CrossEntropyLoss: a weighted mean of class indices
+    divides by the sum of the targets' weights; BCEWithLogitsLoss and soft
+    targets: by N). reduction: 0 none, 1 mean, 2 sum.
+    """
+    return _ops.binary_cross_entropy.default(pred, label, bonafide_label, reduction, class_weight, num_logits)[0]
 
 
 # --- fake kernels: shapes, dtypes and devices, for torch.compile, opcheck and meta tensors ---
@@ -253,22 +270,45 @@ def _cosine_margin_loss_backward_fake(
             torch.empty_like(centers, memory_format=torch.contiguous_format))
 
 
-@torch.library.register_fake("spoofloss::binary_cross_entropy")
-def _binary_cross_entropy_fake(pred, label, bonafide_label, reduction):
+def _check_binary(pred: Tensor, label: Tensor, bonafide_label: int, reduction: int, class_weight,
+                  num_logits: int) -> int:
+    """The binary ops' checks (csrc/common.cpp, check_binary_inputs); returns N."""
     _check_reduction(reduction)
+    torch._check_value(num_logits in (1, 2),
+                       lambda: f"num_logits must be 1 (one logit per label) or 2 (the logits of label 0 and label 1 "
+                               f"per label), got {num_logits}")
     torch._check_value(pred.numel() > 0, lambda: f"pred is empty (shape {list(pred.shape)})")
+    if num_logits == 2:
+        torch._check_value(pred.dim() == 2 and pred.shape[1] == 2,
+                           lambda: f"pred must have shape [B, 2] (the logits of label 0 and label 1) with "
+                                   f"num_logits = 2, got shape {list(pred.shape)}")
     _check_same_device(pred, "pred", label, "label")
-    torch._check_value(label.numel() == pred.numel(), lambda: "label and pred have different numbers of elements")
-    shape = (pred.numel(),) if reduction == 0 else ()
-    return pred.new_empty(shape, dtype=_compute_dtype(pred.dtype))
+    labels = pred.numel() // num_logits
+    torch._check_value(label.numel() == labels,
+                       lambda: f"label has {label.numel()} elements (shape {list(label.shape)}) but pred holds "
+                               f"{labels} labels' logits (shape {list(pred.shape)})")
+    torch._check_value(bonafide_label in (0, 1), lambda: f"bonafide_label must be 0 or 1, got {bonafide_label}")
+    if class_weight is not None:
+        torch._check_value(len(class_weight) == 2,
+                           lambda: f"class_weight must hold two weights (of label 0 and of label 1), "
+                                   f"got {list(class_weight)}")
+    return labels
+
+
+@torch.library.register_fake("spoofloss::binary_cross_entropy")
+def _binary_cross_entropy_fake(pred, label, bonafide_label, reduction, class_weight=None, num_logits=1):
+    labels = _check_binary(pred, label, bonafide_label, reduction, class_weight, num_logits)
+    dtype = _compute_dtype(pred.dtype)
+    shape = (labels,) if reduction == 0 else ()
+    return pred.new_empty(shape, dtype=dtype), pred.new_empty((), dtype=dtype)
 
 
 @torch.library.register_fake("spoofloss::_binary_cross_entropy_backward")
-def _binary_cross_entropy_backward_fake(grad_loss, pred, label, bonafide_label, reduction):
-    _check_reduction(reduction)
-    _check_same_device(pred, "pred", label, "label")
+def _binary_cross_entropy_backward_fake(grad_loss, pred, label, bonafide_label, reduction, class_weight=None,
+                                        num_logits=1, total_weight=None):
+    _check_binary(pred, label, bonafide_label, reduction, class_weight, num_logits)
     _check_same_device(pred, "pred", grad_loss, "grad_loss")
-    torch._check_value(label.numel() == pred.numel(), lambda: "label and pred have different numbers of elements")
+    _check_same_device(pred, "pred", total_weight, "total_weight")
     return torch.empty_like(pred, memory_format=torch.contiguous_format)
 
 
@@ -313,14 +353,16 @@ def _cosine_margin_loss_backward_composite(
     return grad_pooled, grad_centers
 
 
-def _binary_cross_entropy_backward_composite(grad_loss, pred, label, bonafide_label, reduction):
+def _binary_cross_entropy_backward_composite(grad_loss, pred, label, bonafide_label, reduction, class_weight=None,
+                                             num_logits=1):
     from . import reference
 
     x = _as_variable(pred)
     inputs = (x, label) if label.requires_grad else (x,)
     with torch.enable_grad():
         loss = reference.binary_loss(x.to(_compute_dtype(x.dtype)), label, bonafide_label=bonafide_label,
-                                     reduction=_REDUCTION_NAMES[reduction])
+                                     reduction=_REDUCTION_NAMES[reduction], class_weight=class_weight,
+                                     num_logits=num_logits)
         grads = torch.autograd.grad(loss, inputs, grad_loss, create_graph=True)
     return grads[0], grads[1] if label.requires_grad else label.new_empty(0)
 

@@ -22,7 +22,9 @@ Math (see the API contract), per utterance ``b``:
   (``label_b == bonafide_label``), ``softplus(alpha * (cos_b - m_fake))`` for
   spoof; the score is ``cos_b``.
 * Binary: binary cross-entropy with logits over the flattened ``pred``, with the
-  target ``label`` (or ``1 - label`` when ``bonafide_label == 0``).
+  target ``label`` (or ``1 - label`` when ``bonafide_label == 0``); or, with two
+  logits per label, torch's cross-entropy over them (column k is label k's);
+  either optionally class-weighted (see ``binary_loss``).
 
 Labels may be [B] or [B, 1] of any integer, bool or float dtype holding class
 indices (0/1 for two classes).
@@ -48,6 +50,7 @@ __all__ = [
     "oc_softmax_loss",
     "oc_softmax_score",
     "binary_loss",
+    "binary_score",
     "espnet_binary_loss",
     "BinaryLoss",
     "AMSoftmaxLoss",
@@ -319,15 +322,75 @@ def cosine_score(
     raise ValueError(f"unknown score rule {rule!r}")
 
 
+BINARY_SCORES = ("logit_difference", "bonafide_logit")
+
+
+def _check_class_weight(class_weight) -> Optional[tuple]:
+    """class_weight as a tuple of two floats (the weights of label 0 and label 1), or None."""
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, torch.Tensor):
+        class_weight = class_weight.detach().cpu().tolist()
+    try:
+        weights = tuple(float(w) for w in class_weight)
+    except (TypeError, ValueError):
+        raise ValueError(f"class_weight must be two numbers (the weights of label 0 and label 1), "
+                         f"got {class_weight!r}") from None
+    if len(weights) != 2 or not all(w >= 0 and w != float("inf") for w in weights):
+        raise ValueError(f"class_weight must be two finite numbers >= 0 (the weights of label 0 and label 1), "
+                         f"got {class_weight!r}")
+    return weights
+
+
+def _check_num_logits(num_logits: int) -> None:
+    if isinstance(num_logits, bool) or not isinstance(num_logits, int) or num_logits not in (1, 2):
+        raise ValueError(f"num_logits must be 1 (one logit per label) or 2 (the logits of label 0 and label 1), "
+                         f"got {num_logits!r}")
+
+
 def binary_loss(
     pred: torch.Tensor,
     label: torch.Tensor,
     bonafide_label: int = 1,
     reduction: str = "mean",
+    class_weight=None,
+    num_logits: int = 1,
 ) -> torch.Tensor:
-    """Binary cross-entropy with logits over the flattened ``pred`` (stable)."""
+    """The binary loss, restated with torch's own losses.
+
+    ``num_logits=1``: binary cross-entropy with logits over the flattened
+    ``pred`` (one logit per label, bona fide against spoof; the target is
+    ``label``, or ``1 - label`` when ``bonafide_label == 0``). With
+    ``class_weight = (w_0, w_1)`` (the weights of label 0 and label 1) it is
+    torch's BCEWithLogitsLoss(weight=w_s, pos_weight=w_b / w_s) for the weights
+    w_b of bona fide and w_s of spoof, written out as
+    ``w_b t softplus(-x) + w_s (1 - t) softplus(x)`` (which also holds at
+    w_s = 0); for class-index labels that is BCEWithLogitsLoss(weight=w[label]).
+    As torch's BCE, the mean divides by N.
+
+    ``num_logits=2``: ``pred`` [N, 2] holds the logits of label 0 and label 1,
+    and the loss is torch's cross-entropy, ``F.cross_entropy(pred, label,
+    weight=class_weight)``: class indices for an integer or bool label, whose
+    weighted mean divides by the targets' total weight sum_i w_{label_i}; for a
+    floating label p, the class probabilities (1 - p, p), whose mean divides by N
+    with the weights inside the sum.
+    """
     _check_reduction(reduction)
     _check_bonafide_label(bonafide_label)
+    _check_num_logits(num_logits)
+    weights = _check_class_weight(class_weight)
+    if num_logits == 2:
+        if pred.dim() != 2 or pred.shape[1] != 2:
+            raise ValueError(f"pred must have shape [B, 2] with num_logits = 2, got shape {tuple(pred.shape)}")
+        if label.numel() != pred.shape[0]:
+            raise ValueError(f"label must hold one value per row of pred, got pred shape {tuple(pred.shape)} "
+                             f"and label shape {tuple(label.shape)}")
+        flat = label.reshape(-1).to(pred.device)
+        weight = None if weights is None else pred.new_tensor(weights)
+        if flat.is_floating_point():  # probabilities of label 1
+            p = flat.to(pred.dtype)
+            return F.cross_entropy(pred, torch.stack([1 - p, p], dim=1), weight=weight, reduction=reduction)
+        return F.cross_entropy(pred, flat.long(), weight=weight, reduction=reduction)
     if pred.numel() != label.numel():
         raise ValueError(
             f"pred and label must have the same number of elements, got pred shape "
@@ -335,10 +398,30 @@ def binary_loss(
         )
     logits = pred.reshape(-1)
     dtype = logits.dtype if logits.is_floating_point() else torch.get_default_dtype()
+    logits = logits.to(dtype)
     target = label.reshape(-1).to(device=logits.device, dtype=dtype)
     if bonafide_label == 0:
         target = 1 - target
-    return F.binary_cross_entropy_with_logits(logits.to(dtype), target, reduction=reduction)
+    if weights is None:
+        return F.binary_cross_entropy_with_logits(logits, target, reduction=reduction)
+    w_b, w_s = weights[bonafide_label], weights[1 - bonafide_label]
+    return _reduce(w_b * target * _softplus(-logits) + w_s * (1 - target) * _softplus(logits), reduction)
+
+
+def binary_score(pred: torch.Tensor, bonafide_label: int = 1, num_logits: int = 1,
+                 score: str = "logit_difference") -> torch.Tensor:
+    """The binary loss's score: ``pred`` itself for one logit (ESPnet's); for
+    two, the bona fide logit minus the spoof logit (``"logit_difference"``, the
+    log posterior odds of bona fide) or the bona fide logit alone
+    (``"bonafide_logit"``, AASIST's ``batch_out[:, 1]``)."""
+    if score not in BINARY_SCORES:
+        raise ValueError(f"score must be one of {BINARY_SCORES}, got {score!r}")
+    if num_logits == 1:
+        return pred
+    if pred.dim() != 2 or pred.shape[1] != 2:
+        raise ValueError(f"pred must have shape [B, 2] with num_logits = 2, got shape {tuple(pred.shape)}")
+    bonafide = pred[:, bonafide_label]
+    return bonafide if score == "bonafide_logit" else bonafide - pred[:, 1 - bonafide_label]
 
 
 def espnet_binary_loss(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -353,25 +436,41 @@ def espnet_binary_loss(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 
 
 class BinaryLoss(nn.Module):
-    """Reference of ``spoofloss.BinaryLoss``: BCE with logits, torch ops chain."""
+    """Reference of ``spoofloss.BinaryLoss``: BCE with logits, or torch's
+    cross-entropy of two logits, class-weighted or not, as a torch ops chain."""
 
-    def __init__(self, weight: float = 1.0, bonafide_label: int = 1, reduction: str = "mean"):
+    def __init__(
+        self,
+        weight: float = 1.0,
+        bonafide_label: int = 1,
+        reduction: str = "mean",
+        num_logits: int = 1,
+        class_weight=None,
+        score: str = "logit_difference",
+    ):
         super().__init__()
         _check_bonafide_label(bonafide_label)
         _check_reduction(reduction)
+        _check_num_logits(num_logits)
+        if score not in BINARY_SCORES:
+            raise ValueError(f"score must be one of {BINARY_SCORES}, got {score!r}")
         self.weight = weight
         self.bonafide_label = bonafide_label
         self.reduction = reduction
+        self.num_logits = num_logits
+        self.class_weight = _check_class_weight(class_weight)
+        self.score_kind = score
 
     @property
     def name(self) -> str:
         return "binary_loss"
 
     def forward(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return binary_loss(pred, label, bonafide_label=self.bonafide_label, reduction=self.reduction)
+        return binary_loss(pred, label, bonafide_label=self.bonafide_label, reduction=self.reduction,
+                           class_weight=self.class_weight, num_logits=self.num_logits)
 
     def score(self, pred: torch.Tensor) -> torch.Tensor:
-        return pred
+        return binary_score(pred, self.bonafide_label, self.num_logits, self.score_kind)
 
 
 class AMSoftmaxLoss(nn.Module):
