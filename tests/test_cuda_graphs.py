@@ -12,7 +12,7 @@ each replay with
   the same deterministic kernels on the same inputs, so any difference means
   that a kernel saw something from capture time (a stale value, a host-side
   copy of a length) rather than the new inputs;
-* the float64 reference (conftest tolerances), so that a replay that is
+* the float64 reference (helpers.tolerance), so that a replay that is
   identical to a wrong eager result still fails.
 
 The poison fixture makes every uninitialised allocation NaN, also inside the

@@ -201,8 +201,10 @@ def test_gradcheck_binary_with_soft_label(bonafide_label, reduction, device):
 
 @pytest.mark.parametrize("form", ["lengths", "all-frames", "rank2"])
 @pytest.mark.parametrize("reduction", [NONE, MEAN, SUM], ids=["none", "mean", "sum"])
-@pytest.mark.parametrize("op", cosine_ops())
+@pytest.mark.parametrize("op", cosine_ops(variants=False))
 def test_gradgradcheck_cosine_margin_loss(op, reduction, form, device):
+    """Default configurations (gradgradcheck costs seconds each; every variant's
+    second derivatives are compared with the reference above)."""
     op = op.non_default()
     shape = (4, 5, 6) if form != "rank2" else (4, 6)
     emb = randn(*shape, dtype=F64, device=device).requires_grad_()
