@@ -157,12 +157,16 @@ namespace losses {
 // and the derivative of cos(theta + m) in c, cos m + c sin m / sin theta, grows
 // without bound there; so sin theta is taken as sqrt(max(1 - c^2, floor)).
 // That keeps the value finite and continuous, the derivative finite (at most
-// cos m + sin m / sqrt(floor)), and a cosine rounded above 1 harmless. The floor
-// lies below 2^-23 so that every float32 cosine other than 1 itself keeps the
-// exact formula; only theta < 3.2e-4 rad (0.018 degrees) is affected, where the
-// value moves by at most sin m * sqrt(floor) (6e-5 at m = 0.2).
+// cos m + sin m / sqrt(floor), 199 at m = 0.2), and a cosine rounded above 1
+// harmless. The floor covers the float32 cosines within 8 ulps of +-1 (1 - c^2
+// < 1e-6 where 1 - |c| < 5e-7): an embedding parallel to a centre, whose float32
+// cosine comes out 1 - 2^-24 instead of 1, then gets the value and slope of
+// c = 1 up to c's own rounding, rather than a point on the steep part of the
+// curve (a floor below 2^-23 moved such a loss by 6e-4 at s = 30). Only theta
+// < 1e-3 rad (0.057 degrees) is affected, where the value moves by at most
+// sin m * sqrt(floor) (2.0e-4 at m = 0.2).
 // spoofloss.reference (ANGULAR_SINE_SQUARED_FLOOR) uses the same number.
-constexpr double kAngularSineSquaredFloor = 1e-7;
+constexpr double kAngularSineSquaredFloor = 1e-6;
 
 // cos(theta + m) as a function of c = cos theta (no acos), and its derivative in c.
 template <typename acc_t>

@@ -4,8 +4,8 @@
   relative error at B = 262k and 5e-4 at B = 1M for OCSoftmaxLoss, where
   torch's own mean of the same values stays near 1e-7. The CPU kernels now
   sum in float64 in a fixed order (csrc/cpu/fixed_order_sum.h): the target is
-  <= 1e-6 relative at B = 1M, and the result does not depend on the number
-  of threads.
+  <= 1e-6 relative at B = 1M for every registered loss, and the result does
+  not depend on the number of threads.
 * Soft-target BCE in float32 cancelled x against t x for large logits
   (x = 1131.8, t = 0.99921: 4.8e-5 relative; torch 1e-8). It is now
   (1 - t) x + log1p(exp(-x)) for x > 0 and -t x + log1p(exp(x)) otherwise,
@@ -27,12 +27,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-import spoofloss
 from spoofloss import ops
 from spoofloss import reference as R
 
-from conftest import EMULATED_CUDA, make_labels, make_lengths, randn
-from hardening_helpers import AM, MEAN, NONE, OC, SUM
+from helpers.devices import EMULATED_CUDA
+from helpers.inputs import randn
+from helpers.losses import build, configurations, make_call, spec_of
+from helpers.op_args import MEAN, NONE, SUM
 
 TARGET_RELATIVE_ERROR = 1e-6
 
@@ -118,17 +119,20 @@ BIG = 1 << 20  # B = 1M
 
 @pytest.mark.skipif(EMULATED_CUDA, reason="a million utterances through the emulated per-utterance kernels take hours; "
                                           "tests/test_emulation.py checks the CUDA reduction kernel at 1M values")
-@pytest.mark.parametrize("reduction", [MEAN, SUM], ids=["mean", "sum"])
-def test_oc_reduction_at_one_million(reduction, device):
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("name,variant", configurations("cosine", variants=False))
+def test_cosine_reduction_at_one_million(name, variant, reduction, device):
     torch.manual_seed(1)
-    emb, center, label = randn(BIG, 4, device=device), randn(1, 4, device=device), make_labels(BIG).to(device)
-    args = (emb, center, label, None, OC, 20.0, 0.5, 0.2, 1)
-    reduced = ops.cosine_margin_loss(*args, reduction)
-    per_utterance = ops.cosine_margin_loss(*args, NONE)
-    exact = per_utterance.double().sum() / (BIG if reduction == MEAN else 1)
+    fused, twin = build(name, variant, enc_dim=4, device=device, reduction=reduction)
+    per_utterance, _ = build(name, variant, enc_dim=4, device=device, reduction="none")
+    per_utterance.load_state_dict(fused.state_dict())
+    call = make_call(fused, BIG, None, 4, device=device)
+    twin.load_state_dict(fused.state_dict())
+    with torch.no_grad():
+        reduced = call.forward(fused)
+        exact = call.forward(per_utterance).double().sum() / (BIG if reduction == "mean" else 1)
+        ref = call.in_float64().forward(twin)
     reduction_error = relative_error(reduced, exact)
-    ref = R.oc_softmax_loss(label.cpu(), emb.cpu().double(), center.cpu().double(),
-                            reduction="mean" if reduction == MEAN else "sum")
     assert reduction_error <= TARGET_RELATIVE_ERROR, f"the reduction alone: {reduction_error:.2e}"
     assert relative_error(reduced, ref) <= TARGET_RELATIVE_ERROR, f"vs the float64 reference: " \
                                                                   f"{relative_error(reduced, ref):.2e}"
@@ -160,30 +164,26 @@ def restore_threads():
 
 
 @pytest.mark.usefixtures("restore_threads")
-@pytest.mark.parametrize("kind", ["am", "oc", "binary"])
-def test_results_do_not_depend_on_thread_count(kind):
+@pytest.mark.parametrize("name,variant", configurations(variants=False))
+def test_results_do_not_depend_on_thread_count(name, variant):
     """Loss (mean), per-utterance loss, score and every gradient, bit for bit,
     with 1, 2 and 3 threads (inputs large enough for the kernels to split)."""
-    batch, frames, dim = 96, 150, 64
-    emb = randn(batch, frames, dim)
-    lengths, label = make_lengths(batch, frames), make_labels(batch)
-    pred, soft = 3 * randn(300_000), torch.rand(300_000)
-    module = {"am": spoofloss.AMSoftmaxLoss, "oc": spoofloss.OCSoftmaxLoss}.get(kind)
-    module = module(enc_dim=dim) if module else None
+    fused, _ = build(name, variant, enc_dim=64)
+    per_utterance, _ = build(name, variant, enc_dim=64, reduction="none")
+    per_utterance.load_state_dict(fused.state_dict())
+    if spec_of(fused).family == "cosine":
+        call = make_call(fused, 96, 150, 64)
+    else:
+        call = make_call(fused, 300_000)
     runs = []
     for threads in (1, 2, 3):
         torch.set_num_threads(threads)
-        if kind == "binary":
-            x = pred.clone().requires_grad_()
-            loss = ops.binary_cross_entropy(x, soft, 1, MEAN)
-            (grad,) = torch.autograd.grad(loss, [x])
-            runs.append((loss, ops.binary_cross_entropy(pred, soft, 1, NONE), grad))
-            continue
-        x = emb.clone().requires_grad_()
-        centers = module.centers if kind == "am" else module.center
-        loss, score = module.forward_and_score(label, x, lengths)
-        grads = torch.autograd.grad(loss + score.sum(), [x, centers])
-        runs.append((loss, score) + grads)
+        x = call.x.detach().clone().requires_grad_()
+        this = call.with_input(x)
+        loss, score = this.forward(fused), this.score(fused)
+        grads = torch.autograd.grad(loss + score.sum(), [x] + list(fused.parameters()))
+        runs.append((loss, this.forward(per_utterance), score) + grads)
     for other in runs[1:]:
         for a, b in zip(runs[0], other, strict=True):
             assert torch.equal(a, b), "results differ between thread counts"
+

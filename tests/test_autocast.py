@@ -19,25 +19,18 @@ precision.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
-from conftest import (
-    HAS_CUDA,
-    NO_CUDA_REASON,
-    assert_identical,
-    assert_matches,
-    assert_step_matches,
-    centers_of,
-    cosine_step_gradients,
-    make_labels,
-    make_lengths,
-    make_loss_module,
-    random_upstream,
-    randn,
-    reference_binary_step,
-    reference_cosine_step,
-)
+from spoofloss.registry import LOSSES
+
+from helpers.devices import HAS_CUDA, NO_CUDA_REASON
+from helpers.inputs import make_labels, make_lengths, random_upstream, randn
+from helpers.losses import LossCall, build, centres_of, configurations, names, spec_of
+from helpers.steps import assert_step_matches, expected_step, step_outputs
+from helpers.tolerance import assert_identical, assert_matches
 
 F32 = torch.float32
 DIM, FEAT = 24, 20
@@ -66,130 +59,153 @@ def encode(encoder, feats, device, dtype):
     return emb
 
 
+def extra_inputs(module, batch, device) -> dict:
+    spec = spec_of(module)
+    extra = spec.make_inputs(module, batch, None) if spec.make_inputs else {}
+    return {k: v.to(device) for k, v in extra.items()}
+
+
 @pytest.mark.parametrize("with_lengths", [True, False], ids=["lengths", "all-frames"])
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-@pytest.mark.parametrize("kind", ["am", "oc"])
+@pytest.mark.parametrize("name,variant", configurations("cosine", variants=False))
 @pytest.mark.parametrize("device,dtype", autocast_params())
-def test_cosine_losses_under_autocast(kind, reduction, with_lengths, device, dtype):
+def test_cosine_losses_under_autocast(name, variant, reduction, with_lengths, device, dtype):
     batch, frames = 12, 20
     encoder = torch.nn.Linear(FEAT, DIM).to(device)
-    module = make_loss_module(kind, DIM, reduction, device)
-    centres = centers_of(module)
+    module, twin = build(name, variant, enc_dim=DIM, device=device, reduction=reduction)
+    centres = centres_of(module)
     feats = randn(batch, frames, FEAT, device=device)
-    label = make_labels(batch).to(device)
+    label = make_labels(batch, LOSSES[name].label_classes(module)).to(device)
     lengths = make_lengths(batch, frames, device=device) if with_lengths else None
+    extra = extra_inputs(module, batch, device)
 
     def forward():
         with torch.autocast(device_type=device, dtype=dtype):
-            emb = encoder(feats)
-            loss = module(label, emb, lengths)
-            score = module.score(emb, lengths)
-        return emb, loss, score
+            call = LossCall("cosine", encoder(feats), label, lengths, extra)
+            loss, score = call.forward(module), call.score(module)
+        return call, loss, score
 
-    emb, loss, score = forward()
-    assert emb.dtype == dtype, f"autocast gave the encoder output {emb.dtype}, not {dtype}"
+    call, loss, score = forward()
+    assert call.x.dtype == dtype, f"autocast gave the encoder output {call.x.dtype}, not {dtype}"
     assert loss.dtype == F32 and score.dtype == F32, (loss.dtype, score.dtype)
     assert centres.dtype == F32
     up_loss, up_score = random_upstream(loss), random_upstream(score)
-    got = cosine_step_gradients(loss, score, emb, centres, up_loss, up_score)
-    assert got["d loss / d emb"].dtype == dtype and got["d score / d emb"].dtype == dtype
-    assert got["d loss / d centres"].dtype == F32 and got["d score / d centres"].dtype == F32
-    expected = reference_cosine_step(kind, label, emb, centres, lengths, reduction, up_loss, up_score)
-    assert_step_matches(got, expected, what=f"autocast {dtype}")
+    got = step_outputs(module, call, loss, score, up_loss, up_score)
+    for name_, value in got.items():
+        if name_.startswith("d "):
+            assert value.dtype == (dtype if name_.endswith("/ d emb") else F32), (name_, value.dtype)
+    assert_step_matches(got, expected_step(module, twin, call, up_loss, up_score), what=f"autocast {dtype}")
 
     # The same through .backward(), as a training loop runs it: emb.grad (kept
     # with retain_grad) in the low precision, parameter gradients in float32.
-    emb, loss, _ = forward()
-    emb.retain_grad()
+    call, loss, _ = forward()
+    call.x.retain_grad()
     loss.backward(up_loss)
-    assert emb.grad.dtype == dtype and centres.grad.dtype == F32 and encoder.weight.grad.dtype == F32
+    assert call.x.grad.dtype == dtype and centres.grad.dtype == F32 and encoder.weight.grad.dtype == F32
     assert centres.dtype == F32, "the centres were cast"
-    assert_identical(emb.grad, got["d loss / d emb"], "emb.grad vs autograd.grad")
-    assert_identical(centres.grad, got["d loss / d centres"], "centres.grad vs autograd.grad")
+    assert_identical(call.x.grad, got["d loss / d emb"], "emb.grad vs autograd.grad")
+    centres_name = next(n for n, p in module.named_parameters() if p is centres)
+    assert_identical(centres.grad, got[f"d loss / d {centres_name}"], "centres.grad vs autograd.grad")
 
 
-@pytest.mark.parametrize("kind", ["am", "oc"])
+@pytest.mark.parametrize("name,variant", configurations("cosine", variants=False))
 @pytest.mark.parametrize("device,dtype", autocast_params())
-def test_rounded_centres_would_be_caught(kind, device, dtype):
+def test_rounded_centres_would_be_caught(name, variant, device, dtype):
     """The loss tolerance above is tight enough to tell float32 centres from
     centres rounded to the low precision: the reference with rounded centres
     differs from the loss by more than it allows. So a matching loss shows
     that the centres reached the kernel in float32."""
     batch, frames = 32, 15
     encoder = torch.nn.Linear(FEAT, DIM).to(device)
-    module = make_loss_module(kind, DIM, "none", device)
-    centres = centers_of(module)
+    module, twin = build(name, variant, enc_dim=DIM, device=device, reduction="none")
+    with torch.no_grad():  # centres that rounding moves (SAMO's initial one-hot rows would not move)
+        centres_of(module).copy_(randn(*centres_of(module).shape, device=device))
     emb = encode(encoder, randn(batch, frames, FEAT, device=device), device, dtype)
-    label = make_labels(batch).to(device)
-    lengths = make_lengths(batch, frames, device=device)
+    label = make_labels(batch, LOSSES[name].label_classes(module)).to(device)
+    call = LossCall("cosine", emb, label, make_lengths(batch, frames, device=device),
+                    extra_inputs(module, batch, device))
     with torch.autocast(device_type=device, dtype=dtype):
-        loss = module(label, emb, lengths)
+        loss = call.forward(module)
     up, up_score = random_upstream(loss), torch.ones(batch, dtype=F32, device=device)
-    exact = reference_cosine_step(kind, label, emb, centres, lengths, "none", up, up_score)["loss"]
+    exact = expected_step(module, twin, call, up, up_score)["loss"]
     assert_matches(loss, exact[0], what="loss vs float32 centres", scale=exact[1])
-    rounded = reference_cosine_step(kind, label, emb, centres.detach().to(dtype), lengths, "none", up,
-                                    up_score)["loss"]
+    rounded_module = copy.deepcopy(module)
+    with torch.no_grad():
+        centres_of(rounded_module).copy_(centres_of(module).to(dtype))
+    rounded = expected_step(rounded_module, twin, call, up, up_score)["loss"]
     with pytest.raises(AssertionError, match="elements differ"):
         assert_matches(loss, rounded[0], what="loss vs rounded centres", scale=rounded[1])
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("name,variant", configurations("logits", variants=False))
 @pytest.mark.parametrize("device,dtype", autocast_params())
-def test_binary_loss_under_autocast(reduction, device, dtype):
+def test_logit_losses_under_autocast(name, variant, reduction, device, dtype):
     batch = 40
     head = torch.nn.Linear(FEAT, 1).to(device)
-    module = make_loss_module("binary", reduction=reduction)
+    module, twin = build(name, variant, device=device, reduction=reduction)
     feats = randn(batch, FEAT, device=device)
-    label = make_labels(batch).to(device)
+    label = make_labels(batch, LOSSES[name].label_classes(module)).to(device)
     with torch.autocast(device_type=device, dtype=dtype):
-        pred = head(feats)  # [B, 1] logits
-        loss = module(pred, label)
-    assert pred.dtype == dtype, f"autocast gave the head output {pred.dtype}, not {dtype}"
+        call = LossCall("logits", head(feats), label, None, extra_inputs(module, batch, device))  # [B, 1] logits
+        loss = call.forward(module)
+    assert call.x.dtype == dtype, f"autocast gave the head output {call.x.dtype}, not {dtype}"
     assert loss.dtype == F32, loss.dtype
-    assert module.score(pred) is pred
-    pred.retain_grad()
+    call.x.retain_grad()
     up = random_upstream(loss)
     loss.backward(up)
-    assert pred.grad.dtype == dtype and head.weight.grad.dtype == F32, (pred.grad.dtype, head.weight.grad.dtype)
-    expected = reference_binary_step(pred, label, reduction, up)
-    assert_step_matches({"loss": loss, "d loss / d pred": pred.grad}, expected, what=f"autocast {dtype}")
+    assert call.x.grad.dtype == dtype and head.weight.grad.dtype == F32, (call.x.grad.dtype, head.weight.grad.dtype)
+    score = call.score(module)
+    expected = expected_step(module, twin, call, up, torch.ones_like(score))
+    got = {"loss": loss, "d loss / d pred": call.x.grad}
+    assert_step_matches(got, {k: expected[k] for k in got}, what=f"autocast {dtype}")
 
 
 @pytest.mark.parametrize("device,dtype", [p for p in autocast_params() if p.id != "cpu-float16"])
 def test_autocast_inside_a_compiled_step(device, dtype):
-    """torch.compile(fullgraph=True) of the three losses and their scores with
-    the autocast region inside the compiled function: the fake kernels give
-    the same dtypes as the real ones (float32 results from a low-precision
-    emb), and results and gradients are identical to eager (same kernels on
-    the same inputs; see test_compile.py). The embeddings and pred come from
-    an eager encoder under autocast, so their gradients can be asked for.
-    AM and OC get an embedding each: summing more than two low-precision
-    gradients, eager autograd rounds after every addition while Inductor adds
-    in float32 and rounds once, which is not the same number."""
+    """torch.compile(fullgraph=True) of every registered loss and its score
+    with the autocast region inside the compiled function: the fake kernels
+    give the same dtypes as the real ones (float32 results from a
+    low-precision input), and results and gradients are identical to eager
+    (same kernels on the same inputs; see test_compile.py). The inputs come
+    from an eager encoder (or head) under autocast, so their gradients can be
+    asked for. Each loss gets an input of its own: summing more than two
+    low-precision gradients, eager autograd rounds after every addition while
+    Inductor adds in float32 and rounds once, which is not the same number."""
     batch, frames = 8, 11
     encoder = torch.nn.Linear(FEAT, DIM).to(device)
     head = torch.nn.Linear(FEAT, 1).to(device)
-    am = make_loss_module("am", DIM, "mean", device)
-    oc = make_loss_module("oc", DIM, "none", device)
-    binary = make_loss_module("binary", reduction="sum")
-    label = make_labels(batch).to(device)
-    lengths = make_lengths(batch, frames, device=device)
+    losses = [build(name, None, enc_dim=DIM, device=device, reduction=("mean", "none", "sum")[i % 3])[0]
+              for i, name in enumerate(names())]
+    calls = []
+    for name, module in zip(names(), losses):
+        label = make_labels(batch, LOSSES[name].label_classes(module)).to(device)
+        if LOSSES[name].family == "logits":
+            x = encode(head, randn(batch, FEAT, device=device), device, dtype)
+            calls.append(LossCall("logits", x, label, None, extra_inputs(module, batch, device)))
+        else:
+            x = encode(encoder, randn(batch, frames, FEAT, device=device), device, dtype)
+            calls.append(LossCall("cosine", x, label, make_lengths(batch, frames, device=device),
+                                  extra_inputs(module, batch, device)))
 
-    def step(am_emb, oc_emb, pred, label, lengths):
+    def step(xs):
+        outputs = []
         with torch.autocast(device_type=device, dtype=dtype):
-            return (am(label, am_emb, lengths), am.score(am_emb, lengths), oc(label, oc_emb, lengths),
-                    oc.score(oc_emb, lengths), binary(pred, label))
+            for module, call, x in zip(losses, calls, xs):
+                call = call.with_input(x)
+                outputs.append(call.forward(module))
+                if call.family == "cosine":
+                    outputs.append(call.score(module))
+        return outputs
 
-    am_emb = encode(encoder, randn(batch, frames, FEAT, device=device), device, dtype)
-    oc_emb = encode(encoder, randn(batch, frames, FEAT, device=device), device, dtype)
-    pred = encode(head, randn(batch, FEAT, device=device), device, dtype)
-    inputs = (am_emb, oc_emb, pred, label, lengths)
-    leaves = {"AM emb": am_emb, "OC emb": oc_emb, "pred": pred, "AM centres": am.centers, "OC centre": oc.center}
-    names = ("AM loss", "AM score", "OC loss", "OC score", "binary loss")
+    xs = [call.x for call in calls]
+    leaves = {f"{name} input": x for name, x in zip(names(), xs)}
+    leaves.update({f"{name} {p}": param for name, module in zip(names(), losses)
+                   for p, param in module.named_parameters()})
 
     torch._dynamo.reset()
     try:
-        compiled_out = torch.compile(step, backend="inductor", fullgraph=True)(*inputs)
+        compiled_out = torch.compile(step, backend="inductor", fullgraph=True)(xs)
         upstreams = [random_upstream(out) for out in compiled_out]
 
         def gradients(outputs):
@@ -199,12 +215,12 @@ def test_autocast_inside_a_compiled_step(device, dtype):
         compiled_grads = gradients(compiled_out)
     finally:
         torch._dynamo.reset()
-    eager_out = step(*inputs)
+    eager_out = step(xs)
     eager_grads = gradients(eager_out)
 
-    for name, got, want in zip(names, compiled_out, eager_out):
-        assert got.dtype == F32, f"{name}: {got.dtype}"
-        assert_identical(got, want, f"compiled vs eager under autocast, {name}")
+    for index, (got, want) in enumerate(zip(compiled_out, eager_out, strict=True)):
+        assert got.dtype == F32, f"output {index}: {got.dtype}"
+        assert_identical(got, want, f"compiled vs eager under autocast, output {index}")
     for name in leaves:
         assert compiled_grads[name].dtype == leaves[name].dtype, (name, compiled_grads[name].dtype)
         assert_identical(compiled_grads[name], eager_grads[name], f"compiled vs eager under autocast, d / d {name}")

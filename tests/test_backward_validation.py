@@ -10,9 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_labels, runs_cuda_kernels
-from hardening_helpers import (
-    AM, COSINE, MEAN, NONE, OC, binary_backward_args, call_op, cosine_backward_args, raises_naming, score_op,
+from spoofloss import ops
+
+from helpers.devices import runs_cuda_kernels
+from helpers.inputs import make_labels
+from helpers.op_args import (
+    MEAN, NONE, SCORE, binary_backward_args, call_op, cosine_backward_args, cosine_ops, raises_naming, score_op,
 )
 
 BACKWARD = "_cosine_margin_loss_backward"
@@ -24,10 +27,10 @@ def spoil(args, **changes):
     return out
 
 
-@pytest.mark.parametrize("epilogue", [AM, OC, COSINE], ids=["am", "oc", "score"])
-def test_valid_arguments_run(epilogue, device):
+@pytest.mark.parametrize("op", cosine_ops(variants=False) + [pytest.param(SCORE, id="score")])
+def test_valid_arguments_run(op, device):
     """The argument sets the other tests spoil are valid as they stand."""
-    grad_emb, grad_centers = call_op(BACKWARD, cosine_backward_args(epilogue, device=device))
+    grad_emb, grad_centers = call_op(BACKWARD, cosine_backward_args(op, device=device))
     assert torch.isfinite(grad_emb).all() and torch.isfinite(grad_centers).all()
 
 
@@ -39,15 +42,17 @@ def test_valid_arguments_run(epilogue, device):
     ([4, 0], (4, 0), r"D = 0"),
     ([4, -5, 6], (4, 6), r"T = -5"),
 ], ids=["D=0", "B=0", "T=0", "rank2-B=0", "rank2-D=0", "T<0"])
-@pytest.mark.parametrize("epilogue", [AM, OC, COSINE], ids=["am", "oc", "score"])
-def test_empty_sizes(epilogue, sizes, pooled_shape, shown, device):
-    args = cosine_backward_args(epilogue, device=device, reduction=MEAN)
+@pytest.mark.parametrize("op", cosine_ops(variants=False) + [pytest.param(SCORE, id="score")])
+def test_empty_sizes(op, sizes, pooled_shape, shown, device):
+    args = cosine_backward_args(op, device=device, reduction=MEAN)
     batch, dim = pooled_shape
     args = spoil(args, emb_sizes=sizes, pooled=torch.randn(batch, dim, device=device),
                  centers=torch.randn(args["centers"].shape[0], dim, device=device),
                  lengths=None)
     if args["label"] is not None:
         args["label"] = make_labels(max(batch, 2))[:batch].to(device)
+    if args["center_index"] is not None:
+        args["center_index"] = args["center_index"][:batch]
     if args["reduction"] == NONE:
         args["grad_loss"] = torch.rand(batch, device=device)
     with raises_naming("emb_sizes", shown, error=ValueError):
@@ -63,7 +68,7 @@ def test_emb_sizes_rank(sizes, device):
 @pytest.mark.parametrize("case", ["none-wrong-batch", "none-scalar", "mean-vector", "int64", "bool", "complex"])
 def test_grad_loss(case, device):
     reduction = NONE if case.startswith("none") else MEAN
-    args = cosine_backward_args(AM, batch=4, reduction=reduction, device=device)
+    args = cosine_backward_args(None, batch=4, reduction=reduction, device=device)
     bad, shown = {
         "none-wrong-batch": (torch.rand(5), r"\[5\]"),
         "none-scalar": (torch.rand(()), r"\[\]"),
@@ -78,7 +83,7 @@ def test_grad_loss(case, device):
 
 @pytest.mark.parametrize("case", ["wide", "rank3", "short-batch", "dtype"])
 def test_pooled(case, device):
-    args = cosine_backward_args(AM, batch=4, dim=6, device=device)
+    args = cosine_backward_args(None, batch=4, dim=6, device=device)
     bad = {
         "wide": torch.randn(4, 7),
         "rank3": torch.randn(4, 1, 6),
@@ -90,12 +95,14 @@ def test_pooled(case, device):
 
 
 @pytest.mark.parametrize("case", ["count", "dim", "dtype", "rank"])
-@pytest.mark.parametrize("epilogue", [AM, OC], ids=["am", "oc"])
-def test_centers(epilogue, case, device):
-    args = cosine_backward_args(epilogue, dim=6, device=device)
+@pytest.mark.parametrize("op", cosine_ops(variants=False))
+def test_centers(op, case, device):
+    args = cosine_backward_args(op, dim=6, device=device)
     count = args["centers"].shape[0]
+    row = ops.COSINE_LOSSES[op.loss_name]  # a count outside the library table's range for the loss
+    wrong_count = row["min_centers"] - 1 if row["min_centers"] > 1 else row["max_centers"] + 1
     bad = {
-        "count": torch.randn(3 - count, 6),
+        "count": torch.randn(wrong_count, 6),
         "dim": torch.randn(count, 5),
         "dtype": torch.ones(count, 6, dtype=torch.int32),
         "rank": torch.randn(6),
@@ -106,8 +113,7 @@ def test_centers(epilogue, case, device):
 
 @pytest.mark.parametrize("case", ["missing", "given-for-score", "batch", "shape", "dtype"])
 def test_label(case, device):
-    epilogue = COSINE if case == "given-for-score" else OC
-    args = cosine_backward_args(epilogue, batch=4, device=device)
+    args = cosine_backward_args(SCORE if case == "given-for-score" else None, batch=4, device=device)
     bad = {
         "missing": None,
         "given-for-score": make_labels(4),
@@ -121,7 +127,7 @@ def test_label(case, device):
 
 @pytest.mark.parametrize("case", ["batch", "float", "rank2"])
 def test_lengths(case, device):
-    args = cosine_backward_args(AM, batch=4, frames=5, device=device)
+    args = cosine_backward_args(None, batch=4, frames=5, device=device)
     bad = {
         "batch": torch.full((3,), 5),
         "float": torch.full((4,), 5.0),
@@ -136,7 +142,7 @@ def test_length_values(value, device):
     """A length outside [1, T]: the CPU raises naming it (CUDA: NaN, see test_errors)."""
     if runs_cuda_kernels(device):
         pytest.skip("the CUDA kernels turn a bad length into NaN (no host synchronisation); test_errors covers it")
-    args = cosine_backward_args(AM, batch=4, frames=5, device=device)
+    args = cosine_backward_args(None, batch=4, frames=5, device=device)
     lengths = args["lengths"].clone()
     lengths[2] = value
     with raises_naming("lengths", value, error=ValueError):
@@ -148,17 +154,17 @@ def test_length_values(value, device):
 ])
 def test_enums(name, value, device):
     with raises_naming(name, value, error=ValueError):
-        call_op(BACKWARD, spoil(cosine_backward_args(AM, device=device), **{name: value}))
+        call_op(BACKWARD, spoil(cosine_backward_args(None, device=device), **{name: value}))
 
 
 def test_score_center_index(device):
-    args = cosine_backward_args(COSINE, device=device)
+    args = cosine_backward_args(SCORE, device=device)
     with raises_naming("score_center", 2, error=ValueError):
         call_op(BACKWARD, spoil(args, score_center=2))
 
 
 def test_utterance_centre_score_needs_center_index(device):
-    args = cosine_backward_args(COSINE, device=device)
+    args = cosine_backward_args(SCORE, device=device)
     with raises_naming("center_index", error=ValueError):
         call_op(BACKWARD, spoil(args, score_rule=3))
 
@@ -166,7 +172,7 @@ def test_utterance_centre_score_needs_center_index(device):
 @pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
 def test_emb_dtype(dtype, device):
     with raises_naming("emb_dtype", error=ValueError):
-        call_op(BACKWARD, spoil(cosine_backward_args(AM, device=device), emb_dtype=dtype))
+        call_op(BACKWARD, spoil(cosine_backward_args(None, device=device), emb_dtype=dtype))
 
 
 # --------------------------------------------------------------------------- #
@@ -215,10 +221,10 @@ def test_binary_arguments(case, device):
                          ids=["D=0", "B=0", "T=0"])
 def test_empty_sizes_on_meta(sizes, pooled_shape):
     """The fake kernel (every tensor on meta) refuses the same sizes."""
-    args = cosine_backward_args(OC, reduction=MEAN)
+    args = cosine_backward_args(None, reduction=MEAN)
     batch, dim = pooled_shape
     args = spoil(args, emb_sizes=sizes, pooled=torch.empty(batch, dim, device="meta"),
-                 centers=torch.empty(1, dim, device="meta"), lengths=None,
+                 centers=torch.empty(args["centers"].shape[0], dim, device="meta"), lengths=None, center_index=None,
                  label=torch.empty(batch, dtype=torch.long, device="meta"), grad_loss=torch.empty((), device="meta"))
     with raises_naming("emb_sizes", error=ValueError):
         call_op(BACKWARD, args)

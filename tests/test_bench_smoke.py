@@ -10,9 +10,10 @@ import os
 import sys
 
 import pytest
+import torch
 
 BENCHMARKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks")
-BENCH_MODULES = ("bench_losses", "harness", "report")
+BENCH_MODULES = ("bench_losses", "harness", "loss_bench")
 
 
 @pytest.fixture
@@ -27,13 +28,17 @@ def bench_losses():
         yield bench_losses
     finally:
         sys.path.remove(BENCHMARKS_DIR)
-        for name in BENCH_MODULES:
-            sys.modules.pop(name, None)
+        for name in [m for m in sys.modules if m.split(".")[0] in BENCH_MODULES]:
+            sys.modules.pop(name)
 
 
 def test_tiny_run_writes_json_with_positive_times(bench_losses, tmp_path, capsys):
+    """Every registered loss and configuration on one tiny size: the cases come
+    from the registry (spoofloss.registry.LOSSES), none named here."""
+    from spoofloss.registry import LOSSES
+
     argv = ["--device", "cpu", "--quick", "--min-time", "0.005", "--batch", "3", "--frames", "5", "--dim", "4",
-            "--loss", "oc", "binary", "--mode", "train", "score", "--provider", "spoofloss", "eager",
+            "--loss", *LOSSES, "--variant", "all", "--mode", "train", "score", "--provider", "spoofloss", "eager",
             "--copy-mib", "16", "--out-dir", str(tmp_path), "--no-plot"]
     assert bench_losses.main(argv) == 0
 
@@ -44,9 +49,16 @@ def test_tiny_run_writes_json_with_positive_times(bench_losses, tmp_path, capsys
     assert run["device"]["type"] == "cpu" and run["device"]["name"]
     assert run["bandwidth"]["bytes_per_s"] > 0
 
-    # oc train, oc score, binary train (the binary loss has no score mode)
-    assert sorted((c["loss"], c["mode"]) for c in run["cases"]) == [("binary", "train"), ("oc", "score"),
-                                                                    ("oc", "train")]
+    # every configuration in train; in score those whose score computes something (not BinaryLoss's)
+    configurations = {(name, variant) for name, spec in LOSSES.items() for variant in [None, *spec.variants]}
+    assert {(c["loss"], c["variant"]) for c in run["cases"] if c["mode"] == "train"} == configurations
+    def scores_something(name, variant):
+        module = LOSSES[name].build(variant, enc_dim=4)[0]
+        pred = torch.zeros(2, getattr(module, "num_logits", 1))
+        return LOSSES[name].family == "cosine" or module.score(pred) is not pred
+
+    assert {(c["loss"], c["variant"]) for c in run["cases"] if c["mode"] == "score"} == {
+        (name, variant) for name, variant in configurations if scores_something(name, variant)}
     for case in run["cases"]:
         assert case["floor_bytes"] > 0 and case["floor_s"] > 0
         if case["mode"] == "train":
@@ -70,3 +82,36 @@ def test_tiny_run_writes_json_with_positive_times(bench_losses, tmp_path, capsys
     except ImportError:
         return
     assert path.with_suffix(".png").stat().st_size > 0
+
+
+def test_default_set_covers_every_registered_cosine_loss(bench_losses, capsys):
+    """The default set (what scripts/bench.sh runs): every registered cosine loss
+    at the three target sizes, and each variant with another number of centres
+    at the middle one; nothing is named here."""
+    from loss_bench import cases, cli
+    from spoofloss.registry import LOSSES
+
+    selected = cases.select_cases(cli.parse_args([]), torch.device("cpu"))
+    cosine = [name for name, spec in LOSSES.items() if spec.family == "cosine"]
+    defaults = {(c.loss, (c.batch, c.frames, c.dim)) for c in selected if c.variant is None}
+    assert defaults == {(name, size) for name in cosine for size in cases.TARGET_SIZES}
+    assert {(c.loss, c.variant) for c in selected if c.variant is not None} == {
+        (name, v) for name in cosine for v in cases.centre_variants(name)}
+    assert all(c.mode == "train" and c.dtype == "float32" and c.lengths for c in selected)
+    assert bench_losses.main(["--device", "cpu", "--estimate-only", "--copy-mib", "16"]) == 0
+    assert f"plan: {len(selected)} cases" in capsys.readouterr().out
+
+
+def test_loss_names_and_prefixes(bench_losses):
+    from loss_bench import cli
+    from spoofloss.registry import LOSSES
+
+    for name in LOSSES:
+        assert cli.parse_args(["--loss", name]).loss == [name]
+        prefix = next(name[:n] for n in range(1, len(name) + 1)
+                      if [other for other in LOSSES if other.startswith(name[:n])] == [name])
+        assert cli.parse_args(["--loss", prefix]).loss == [name]
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--loss", "no_such_loss"])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--variant", "no-such-variant"])

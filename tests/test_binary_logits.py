@@ -28,8 +28,9 @@ import spoofloss
 from spoofloss import ops
 from spoofloss import reference as R
 
-from conftest import EMULATED_CUDA, assert_identical, assert_matches, expected_out_dtype, make_labels, \
-    random_upstream, runs_cuda_kernels
+from helpers.devices import EMULATED_CUDA, runs_cuda_kernels
+from helpers.inputs import make_labels, random_upstream
+from helpers.tolerance import assert_identical, assert_matches, expected_out_dtype
 
 pytestmark = pytest.mark.usefixtures("poison")
 

@@ -12,7 +12,7 @@ each replay with
   the same deterministic kernels on the same inputs, so any difference means
   that a kernel saw something from capture time (a stale value, a host-side
   copy of a length) rather than the new inputs;
-* the float64 reference (conftest tolerances), so that a replay that is
+* the float64 reference (helpers.tolerance), so that a replay that is
   identical to a wrong eager result still fails.
 
 The poison fixture makes every uninitialised allocation NaN, also inside the
@@ -29,20 +29,13 @@ import copy
 import pytest
 import torch
 
-from conftest import (
-    assert_identical,
-    assert_step_matches,
-    centers_of,
-    cosine_step_gradients,
-    make_labels,
-    make_lengths,
-    make_loss_module,
-    random_upstream,
-    randn,
-    reference_binary_step,
-    reference_cosine_step,
-    requires_cuda,
-)
+from spoofloss.registry import LOSSES
+
+from helpers.devices import requires_cuda
+from helpers.inputs import make_labels, make_lengths, random_upstream, randn
+from helpers.losses import LossCall, build, centres_of, configurations, spec_of
+from helpers.steps import assert_step_matches, expected_step, step_outputs
+from helpers.tolerance import assert_identical
 
 pytestmark = [pytest.mark.cuda, requires_cuda, pytest.mark.usefixtures("poison")]
 
@@ -85,6 +78,16 @@ def assert_replay_correct(replayed: dict, eager: dict, expected: dict, what: str
     assert_step_matches(replayed, expected, what=f"{what}, replay vs reference:")
 
 
+def extra_inputs(module, batch) -> dict:
+    spec = spec_of(module)
+    extra = spec.make_inputs(module, batch, None) if spec.make_inputs else {}
+    return {k: v.to(DEVICE) for k, v in extra.items()}
+
+
+def labels_for(module, batch):
+    return make_labels(batch, spec_of(module).label_classes(module)).to(DEVICE)
+
+
 # --------------------------------------------------------------------------- #
 # torch.cuda.graph around the whole step
 # --------------------------------------------------------------------------- #
@@ -92,58 +95,67 @@ def assert_replay_correct(replayed: dict, eager: dict, expected: dict, what: str
 
 @pytest.mark.parametrize("with_lengths", [True, False], ids=["lengths", "all-frames"])
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-@pytest.mark.parametrize("kind", ["am", "oc"])
-def test_captured_cosine_step_replays_on_new_inputs(kind, reduction, with_lengths):
+@pytest.mark.parametrize("name,variant", configurations("cosine", variants=False))
+def test_captured_cosine_step_replays_on_new_inputs(name, variant, reduction, with_lengths):
     batch, frames = 24, 40
-    module = make_loss_module(kind, DIM, reduction, DEVICE)
-    centres = centers_of(module)
+    module, twin = build(name, variant, enc_dim=DIM, device=DEVICE, reduction=reduction)
+    centres = centres_of(module)
     loss_shape = (batch,) if reduction == "none" else ()
 
     def fresh_inputs():
         return {
             "emb": randn(batch, frames, DIM, device=DEVICE),
-            "label": make_labels(batch).to(DEVICE),
+            "label": labels_for(module, batch),
             "lengths": make_lengths(batch, frames, device=DEVICE) if with_lengths else None,
             "centres": randn(*centres.shape, device=DEVICE),
             "up_loss": random_upstream(torch.empty(loss_shape, device=DEVICE)),
             "up_score": random_upstream(torch.empty(batch, device=DEVICE)),
+            **extra_inputs(module, batch),
         }
 
     static = fresh_inputs()
     static["emb"].requires_grad_()
     static["centres"] = centres  # the parameter itself: an optimiser updates it in place
+    extra_names = [k for k in static if k not in ("emb", "label", "lengths", "centres", "up_loss", "up_score")]
+
+    def call():
+        return LossCall("cosine", static["emb"], static["label"], static["lengths"],
+                        {k: static[k] for k in extra_names})
 
     def step():
-        loss = module(static["label"], static["emb"], static["lengths"])
-        score = module.score(static["emb"], static["lengths"])
-        return cosine_step_gradients(loss, score, static["emb"], centres, static["up_loss"], static["up_score"])
+        loss, score = call().forward(module), call().score(module)
+        return step_outputs(module, call(), loss, score, static["up_loss"], static["up_score"])
 
     graph, captured = capture(step)
     for replay in range(REPLAYS):
-        fresh = fresh_inputs()
-        refill(static, fresh)
+        refill(static, fresh_inputs())
         graph.replay()
         replayed = snapshot(captured)
         eager = step()
-        expected = reference_cosine_step(kind, static["label"], static["emb"], centres, static["lengths"],
-                                         reduction, static["up_loss"], static["up_score"])
-        assert_replay_correct(replayed, eager, expected, f"{kind} {reduction}, replay {replay}")
+        expected = expected_step(module, twin, call(), static["up_loss"], static["up_score"])
+        assert_replay_correct(replayed, eager, expected, f"{name} {reduction}, replay {replay}")
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-def test_captured_binary_step_replays_on_new_inputs(reduction):
+@pytest.mark.parametrize("name,variant", configurations("logits", variants=False))
+def test_captured_logits_step_replays_on_new_inputs(name, variant, reduction):
     batch = 300
+    module, twin = build(name, variant, device=DEVICE, reduction=reduction)
 
     def fresh_inputs():
-        return {"pred": 4 * randn(batch, 1, device=DEVICE), "label": make_labels(batch).to(DEVICE),
-                "up": random_upstream(torch.empty((batch,) if reduction == "none" else (), device=DEVICE))}
+        return {"pred": 4 * randn(batch, 1, device=DEVICE), "label": labels_for(module, batch),
+                "up": random_upstream(torch.empty((batch,) if reduction == "none" else (), device=DEVICE)),
+                **extra_inputs(module, batch)}
 
-    module = make_loss_module("binary", reduction=reduction)
     static = fresh_inputs()
     static["pred"].requires_grad_()
+    extra_names = [k for k in static if k not in ("pred", "label", "up")]
+
+    def call():
+        return LossCall("logits", static["pred"], static["label"], None, {k: static[k] for k in extra_names})
 
     def step():
-        loss = module(static["pred"], static["label"])
+        loss = call().forward(module)
         (grad,) = torch.autograd.grad(loss, [static["pred"]], static["up"])
         return {"loss": loss, "d loss / d pred": grad}
 
@@ -152,8 +164,9 @@ def test_captured_binary_step_replays_on_new_inputs(reduction):
         refill(static, fresh_inputs())
         graph.replay()
         replayed = snapshot(captured)
-        expected = reference_binary_step(static["pred"], static["label"], reduction, static["up"])
-        assert_replay_correct(replayed, step(), expected, f"binary {reduction}, replay {replay}")
+        expected = expected_step(module, twin, call(), static["up"], torch.ones(batch, 1, device=DEVICE))
+        expected = {k: expected[k] for k in replayed}
+        assert_replay_correct(replayed, step(), expected, f"{name} {reduction}, replay {replay}")
 
 
 # --------------------------------------------------------------------------- #
@@ -174,16 +187,17 @@ class Scorer(torch.nn.Module):
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean"])
-@pytest.mark.parametrize("kind", ["am", "oc"])
-def test_graphed_callables(kind, reduction):
+@pytest.mark.parametrize("name,variant", [p for p in configurations("cosine", variants=False)
+                                          if LOSSES[p.values[0]].make_inputs is None])
+def test_graphed_callables(name, variant, reduction):
     batch, frames = 16, 33
-    module = make_loss_module(kind, DIM, reduction, DEVICE)
+    module, twin = build(name, variant, enc_dim=DIM, device=DEVICE, reduction=reduction)
     eager_module = copy.deepcopy(module)
-    centres, eager_centres = centers_of(module), centers_of(eager_module)
+    centres, eager_centres = centres_of(module), centres_of(eager_module)
 
     def fresh_inputs():
         emb = randn(batch, frames, DIM, device=DEVICE).requires_grad_()
-        return emb, make_labels(batch).to(DEVICE), make_lengths(batch, frames, device=DEVICE)
+        return emb, labels_for(module, batch), make_lengths(batch, frames, device=DEVICE)
 
     # Separate calls (so separate memory pools: the order of the two backward
     # passes is then free) with separate sample tensors, which become the
@@ -192,22 +206,23 @@ def test_graphed_callables(kind, reduction):
     graphed_loss = torch.cuda.make_graphed_callables(module, (loss_sample[1], loss_sample[0], loss_sample[2]))
     graphed_score = torch.cuda.make_graphed_callables(Scorer(module), (score_sample[0], score_sample[2]))
 
-    for call in range(REPLAYS):
+    for replay in range(REPLAYS):
         emb, label, lengths = fresh_inputs()
         new_centres = randn(*centres.shape, device=DEVICE)
         with torch.no_grad():
             centres.copy_(new_centres)
             eager_centres.copy_(new_centres)
+        call = LossCall("cosine", emb, label, lengths)
         loss = graphed_loss(label, emb, lengths)
         score = graphed_score(emb, lengths)
         up_loss, up_score = random_upstream(loss), random_upstream(score)
-        replayed = snapshot(cosine_step_gradients(loss, score, emb, centres, up_loss, up_score))
+        replayed = snapshot(step_outputs(module, call, loss, score, up_loss, up_score))
 
-        eager_emb = emb.detach().clone().requires_grad_()
-        eager = cosine_step_gradients(eager_module(label, eager_emb, lengths), eager_module.score(eager_emb, lengths),
-                                      eager_emb, eager_centres, up_loss, up_score)
-        expected = reference_cosine_step(kind, label, emb, centres, lengths, reduction, up_loss, up_score)
-        assert_replay_correct(replayed, eager, expected, f"graphed {kind} {reduction}, call {call}")
+        eager_call = call.with_input(emb.detach().clone().requires_grad_())
+        eager = step_outputs(eager_module, eager_call, eager_call.forward(eager_module), eager_call.score(eager_module),
+                             up_loss, up_score)
+        expected = expected_step(module, twin, call, up_loss, up_score)
+        assert_replay_correct(replayed, eager, expected, f"graphed {name} {reduction}, call {replay}")
 
 
 # --------------------------------------------------------------------------- #
@@ -215,8 +230,8 @@ def test_graphed_callables(kind, reduction):
 # --------------------------------------------------------------------------- #
 
 
-@pytest.mark.parametrize("kind", ["am", "oc", "binary"])
-def test_compile_reduce_overhead(kind):
+@pytest.mark.parametrize("name,variant", configurations(variants=False))
+def test_compile_reduce_overhead(name, variant):
     """The loss and score compiled with CUDA graphs (forward and backward
     graphed by Inductor), run on new inputs each step. Inductor would silently
     run without graphs if it found the step unsafe to capture, so its skip
@@ -224,41 +239,35 @@ def test_compile_reduce_overhead(kind):
     from torch._dynamo.utils import counters
 
     batch, frames = 16, 21
-    module = make_loss_module(kind, DIM, "mean", DEVICE)
+    module, twin = build(name, variant, enc_dim=DIM, device=DEVICE, reduction="mean")
+    family = LOSSES[name].family
 
-    def step(label, x, lengths):
-        if kind == "binary":
-            return module(x, label), module.score(x)
-        return module(label, x, lengths), module.score(x, lengths)
+    def step(label, x, lengths, extra):
+        call = LossCall(family, x, label, lengths, extra)
+        return call.forward(module), call.score(module)
 
     torch._dynamo.reset()
     counters.clear()
     try:
         compiled = torch.compile(step, mode="reduce-overhead", fullgraph=True)
         # the first calls warm up and record, the later ones replay
-        for call in range(REPLAYS + 2):
+        for replay in range(REPLAYS + 2):
             torch.compiler.cudagraph_mark_step_begin()
-            label = make_labels(batch).to(DEVICE)
-            lengths = make_lengths(batch, frames, device=DEVICE)
-            if kind == "binary":
+            label = labels_for(module, batch)
+            lengths = make_lengths(batch, frames, device=DEVICE) if family == "cosine" else None
+            if family == "logits":
                 x = (4 * randn(batch, device=DEVICE)).requires_grad_()
             else:
                 x = randn(batch, frames, DIM, device=DEVICE).requires_grad_()
-            loss, score = compiled(label, x, lengths)
-            up_loss = random_upstream(loss)
-            if kind == "binary":
-                (grad,) = torch.autograd.grad(loss, [x], up_loss)
-                replayed = {"loss": loss.detach().clone(), "d loss / d pred": grad}
-                eager_loss = module(x, label)
-                eager = {"loss": eager_loss, "d loss / d pred": torch.autograd.grad(eager_loss, [x], up_loss)[0]}
-                expected = reference_binary_step(x, label, "mean", up_loss)
-            else:
-                centres, up_score = centers_of(module), random_upstream(score)
-                replayed = snapshot(cosine_step_gradients(loss, score, x, centres, up_loss, up_score))
-                eager_loss, eager_score = step(label, x, lengths)
-                eager = cosine_step_gradients(eager_loss, eager_score, x, centres, up_loss, up_score)
-                expected = reference_cosine_step(kind, label, x, centres, lengths, "mean", up_loss, up_score)
-            assert_replay_correct(replayed, eager, expected, f"reduce-overhead {kind}, call {call}")
+            extra = extra_inputs(module, batch)
+            call = LossCall(family, x, label, lengths, extra)
+            loss, score = compiled(label, x, lengths, extra)
+            up_loss, up_score = random_upstream(loss), random_upstream(score)
+            replayed = snapshot(step_outputs(module, call, loss, score, up_loss, up_score))
+            eager_loss, eager_score = step(label, x, lengths, extra)
+            eager = step_outputs(module, call, eager_loss, eager_score, up_loss, up_score)
+            expected = expected_step(module, twin, call, up_loss, up_score)
+            assert_replay_correct(replayed, eager, expected, f"reduce-overhead {name}, call {replay}")
         assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
     finally:
         torch._dynamo.reset()

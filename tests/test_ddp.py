@@ -27,8 +27,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-import spoofloss
 from spoofloss import reference
+from spoofloss.registry import LOSSES
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with the gloo backend is not available")
@@ -38,7 +38,8 @@ PER_RANK = 4                       # utterances per rank and step (equal on ever
 FRAMES, FEATS, DIM = 10, 6, 8
 STEPS = 4
 LR, MOMENTUM = 0.1, 0.9
-KINDS = ("binary", "am_softmax", "oc_softmax")
+NAMES = tuple(LOSSES)  # every registered loss, in its default configuration
+WITH_CENTRES = tuple(name for name in NAMES if LOSSES[name].family == "cosine")
 # A rank that dies leaves the other waiting in a collective: the process group
 # times out after COLLECTIVE_TIMEOUT_S, and the test gives up after RUN_TIMEOUT_S.
 COLLECTIVE_TIMEOUT_S = 60
@@ -56,49 +57,56 @@ RTOL, ATOL = 1e-5, 1e-6
 
 
 class Trainee(nn.Module):
-    """Encoder (frame-wise MLP: feats [B, T, F] -> emb [B, T, D]), decoder for the
-    binary loss, and the loss itself, so that DDP synchronises the loss's centres."""
+    """Encoder (frame-wise MLP: feats [B, T, F] -> emb [B, T, D]), a decoder to
+    one logit for the logit losses, and the loss itself, so that DDP
+    synchronises the loss's parameters (the centres)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, name: str):
         super().__init__()
         torch.manual_seed(1234)  # the same initial parameters in every process
-        self.kind = kind
+        self.family = LOSSES[name].family
         self.encoder = nn.Sequential(nn.Linear(FEATS, DIM), nn.Tanh(), nn.Linear(DIM, DIM))
-        if kind == "binary":
+        if self.family == "logits":
             self.decoder = nn.Linear(DIM, 1)
-            self.loss = spoofloss.BinaryLoss()
-        elif kind == "am_softmax":
-            self.loss = spoofloss.AMSoftmaxLoss(enc_dim=DIM)
+            self.loss = LOSSES[name].build(None)[0]
         else:
-            self.loss = spoofloss.OCSoftmaxLoss(enc_dim=DIM)
+            self.loss = LOSSES[name].build(None, enc_dim=DIM)[0]
 
-    def forward(self, feats, label, lengths, loss=None):
+    def forward(self, feats, label, lengths, extra, loss=None):
         loss = self.loss if loss is None else loss
         emb = self.encoder(feats)
-        if self.kind == "binary":
+        if self.family == "logits":
             pred = self.decoder(reference.masked_mean(emb, lengths)).squeeze(-1)
-            return loss(pred, label)
-        return loss(label, emb, lengths)
+            return loss(pred, label, **extra)
+        return loss(label, emb, lengths, **extra)
 
 
-def global_batch(step: int):
+def centre_names(name: str) -> set:
+    """The loss's parameters (its centres), as the trained module names them."""
+    return {f"loss.{n}" for n, _ in Trainee(name).loss.named_parameters()}
+
+
+def global_batch(name: str, step: int):
     """The concatenated batch of one step: rank r trains on rows [r * PER_RANK, (r + 1) * PER_RANK)."""
     gen = torch.Generator().manual_seed(100 + step)
     n = WORLD * PER_RANK
+    loss = Trainee(name).loss
+    classes = LOSSES[name].label_classes(loss)
     feats = torch.randn(n, FRAMES, FEATS, generator=gen)
-    label = torch.randint(0, 2, (n,), generator=gen)
+    label = torch.randint(0, classes, (n,), generator=gen)
     label[:2] = torch.tensor([0, 1])
     lengths = torch.randint(1, FRAMES + 1, (n,), generator=gen)
     lengths[::3] = FRAMES
     # frames past an utterance's length are padding: garbage that must not matter
     feats[torch.arange(FRAMES)[None, :] >= lengths[:, None]] = 1e3
-    return feats, label, lengths
+    extra = LOSSES[name].make_inputs(loss, n, gen) if LOSSES[name].make_inputs else {}
+    return feats, label, lengths, extra
 
 
-def train(kind: str, rank: int | None = None, loss_in_ddp: bool = True):
+def train(name: str, rank: int | None = None, loss_in_ddp: bool = True):
     """STEPS SGD steps. rank None: one process on the concatenated batches; otherwise
     this rank's share under DDP (the loss inside the DDP module, or beside it)."""
-    model = Trainee(kind)
+    model = Trainee(name)
     if rank is None:
         step_fn = model
     elif loss_in_ddp:
@@ -110,15 +118,16 @@ def train(kind: str, rank: int | None = None, loss_in_ddp: bool = True):
         model.loss_outside = loss
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     for step in range(STEPS):
-        feats, label, lengths = global_batch(step)
+        feats, label, lengths, extra = global_batch(name, step)
         if rank is not None:
             rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
             feats, label, lengths = feats[rows], label[rows], lengths[rows]
+            extra = {k: v[rows] for k, v in extra.items()}
         optimizer.zero_grad()
         if rank is not None and not loss_in_ddp:
-            loss_value = step_fn(feats, label, lengths, loss=model.loss_outside)
+            loss_value = step_fn(feats, label, lengths, extra, loss=model.loss_outside)
         else:
-            loss_value = step_fn(feats, label, lengths)
+            loss_value = step_fn(feats, label, lengths, extra)
         loss_value.backward()
         optimizer.step()
     return {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -129,8 +138,8 @@ def _worker(rank: int, port: int, out_dir: str):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     try:
-        results = {kind: train(kind, rank) for kind in KINDS}
-        results["control"] = {kind: train(kind, rank, loss_in_ddp=False) for kind in ("am_softmax", "oc_softmax")}
+        results = {name: train(name, rank) for name in NAMES}
+        results["control"] = {name: train(name, rank, loss_in_ddp=False) for name in WITH_CENTRES}
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -173,33 +182,33 @@ def ranks(tmp_path_factory):
     return run_ranks(_worker, str(tmp_path_factory.mktemp("ddp")))
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_ddp_equals_single_process_on_concatenated_batch(ranks, kind):
-    single = train(kind)
-    initial = {name: p.detach() for name, p in Trainee(kind).named_parameters()}
-    centre_names = {"am_softmax": {"loss.centers"}, "oc_softmax": {"loss.center"}}.get(kind, set())
-    assert centre_names <= set(single), f"the loss's centres are not parameters of the trained module: {set(single)}"
+@pytest.mark.parametrize("name", NAMES)
+def test_ddp_equals_single_process_on_concatenated_batch(ranks, name):
+    single = train(name)
+    initial = {n: p.detach() for n, p in Trainee(name).named_parameters()}
+    assert centre_names(name) <= set(single), f"the loss's centres are not parameters of the trained module: {set(single)}"
     for rank, result in enumerate(ranks):
-        assert set(result[kind]) == set(single), f"rank {rank} trained other parameters"
-        for name, expected in single.items():
-            actual = result[kind][name]
-            assert actual.shape == expected.shape and actual.dtype == expected.dtype == torch.float32, name
+        assert set(result[name]) == set(single), f"rank {rank} trained other parameters"
+        for param, expected in single.items():
+            actual = result[name][param]
+            assert actual.shape == expected.shape and actual.dtype == expected.dtype == torch.float32, param
             # the ranks apply the same all-reduced gradients: bit for bit the same parameters
-            assert torch.equal(actual, ranks[0][kind][name]), f"{kind} {name}: rank {rank} differs from rank 0"
+            assert torch.equal(actual, ranks[0][name][param]), f"{name} {param}: rank {rank} differs from rank 0"
             biggest, where, excess = max_excess(actual, expected)
             assert excess <= 1.0, (
-                f"{kind} {name} (rank {rank}): DDP and single-process differ by up to {biggest:.3g}; at {where}: "
+                f"{name} {param} (rank {rank}): DDP and single-process differ by up to {biggest:.3g}; at {where}: "
                 f"{actual[where].item()!r} vs {expected[where].item()!r} (rtol {RTOL}, atol {ATOL})")
             # not vacuous: the training moved every parameter far beyond the tolerance
-            moved = (expected - initial[name]).abs().max().item()
-            assert moved > 100 * (ATOL + RTOL * expected.abs().max().item()), f"{kind} {name} barely moved ({moved:.3g})"
+            moved = (expected - initial[param]).abs().max().item()
+            assert moved > 100 * (ATOL + RTOL * expected.abs().max().item()), f"{name} {param} barely moved ({moved:.3g})"
 
 
-@pytest.mark.parametrize("kind", ["am_softmax", "oc_softmax"])
-def test_centres_outside_the_ddp_module_drift_apart(ranks, kind):
+@pytest.mark.parametrize("name", WITH_CENTRES)
+def test_centres_outside_the_ddp_module_drift_apart(ranks, name):
     """The control: DDP leaves parameters it does not wrap to each rank, so the centres of a
     loss kept beside the DDP module end different on the two ranks (the test above can fail)."""
-    name = "loss_outside." + ("centers" if kind == "am_softmax" else "center")
-    rank0, rank1 = (result["control"][kind][name] for result in ranks)
-    _, _, excess = max_excess(rank1, rank0)
-    assert excess > 100, f"{kind}: centres outside DDP should differ between ranks, excess only {excess:.3g}"
+    for param in centre_names(name):
+        outside = param.replace("loss.", "loss_outside.", 1)
+        rank0, rank1 = (result["control"][name][outside] for result in ranks)
+        _, _, excess = max_excess(rank1, rank0)
+        assert excess > 100, f"{name}: centres outside DDP should differ between ranks, excess only {excess:.3g}"

@@ -28,10 +28,12 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-import spoofloss
+from spoofloss.registry import LOSSES
 
-from conftest import HAS_CUDA, NO_CUDA_REASON, make_labels, make_lengths, randn
-from hardening_helpers import OPS, call_op, device_message
+from helpers.devices import HAS_CUDA, NO_CUDA_REASON
+from helpers.inputs import make_labels, make_lengths, randn
+from helpers.losses import centres_of, names
+from helpers.op_args import OPS, call_op, device_message
 
 OTHER_DEVICES = [
     pytest.param("meta", id="meta"),
@@ -124,20 +126,19 @@ def test_fake_outputs_on_the_real_kernels_device(op_name):
 # --------------------------------------------------------------------------- #
 
 
-def meta_module(kind, **kwargs):
+def meta_module(name, **kwargs):
+    """A registered loss built under torch.device("meta") and never materialised."""
+    if LOSSES[name].family == "cosine":
+        kwargs["enc_dim"] = 8
     with torch.device("meta"):
-        if kind == "am":
-            return spoofloss.AMSoftmaxLoss(enc_dim=8, **kwargs)
-        if kind == "oc":
-            return spoofloss.OCSoftmaxLoss(enc_dim=8, **kwargs)
-        return spoofloss.BinaryLoss(**kwargs)
+        return LOSSES[name].module(**kwargs)
 
 
 @pytest.mark.parametrize("requires_grad", [False, True], ids=["nograd", "grad"])
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["nolen", "len"])
-@pytest.mark.parametrize("kind", ["am", "oc"])
-def test_meta_module_on_real_inputs(kind, with_lengths, requires_grad):
-    loss = meta_module(kind)
+@pytest.mark.parametrize("name", names("cosine"))
+def test_meta_module_on_real_inputs(name, with_lengths, requires_grad):
+    loss = meta_module(name)
     emb = randn(4, 5, 8).requires_grad_(requires_grad)
     label = make_labels(4)
     lengths = make_lengths(4, 5) if with_lengths else None
@@ -150,9 +151,9 @@ def test_meta_module_on_real_inputs(kind, with_lengths, requires_grad):
         loss.forward_and_score(label, emb, lengths)
 
 
-@pytest.mark.parametrize("kind", ["am", "oc"])
-def test_meta_label_or_lengths(kind):
-    loss = spoofloss.AMSoftmaxLoss(enc_dim=8) if kind == "am" else spoofloss.OCSoftmaxLoss(enc_dim=8)
+@pytest.mark.parametrize("name", names("cosine"))
+def test_meta_label_or_lengths(name):
+    loss = LOSSES[name].build(None, enc_dim=8)[0]
     emb = randn(4, 5, 8).requires_grad_()
     with pytest.raises(RuntimeError, match=device_message("label", "meta", "emb", "cpu")):
         loss(make_labels(4).to("meta"), emb)
@@ -163,8 +164,9 @@ def test_meta_label_or_lengths(kind):
 
 
 @pytest.mark.parametrize("requires_grad", [False, True], ids=["nograd", "grad"])
-def test_binary_meta_label(requires_grad):
-    loss = meta_module("binary")
+@pytest.mark.parametrize("name", names("logits"))
+def test_logits_meta_label(name, requires_grad):
+    loss = meta_module(name)
     pred = randn(6).requires_grad_(requires_grad)
     with pytest.raises(RuntimeError, match=device_message("label", "meta", "pred", "cpu")):
         loss(pred, make_labels(6).to("meta"))
@@ -172,12 +174,12 @@ def test_binary_meta_label(requires_grad):
         loss(pred.detach().to("meta"), make_labels(6))
 
 
-@pytest.mark.parametrize("kind", ["am", "oc", "binary"])
-def test_meta_module_on_meta_inputs(kind):
+@pytest.mark.parametrize("name", names())
+def test_meta_module_on_meta_inputs(name):
     """All on meta is consistent, so it runs: shapes and dtypes only (shape
     inference), a backward included."""
-    loss = meta_module(kind, reduction="none")
-    if kind == "binary":
+    loss = meta_module(name, reduction="none")
+    if LOSSES[name].family == "logits":
         pred = torch.empty(6, 1, device="meta", requires_grad=True)
         out = loss(pred, torch.empty(6, device="meta"))
         assert out.device.type == "meta" and out.shape == (6,)
@@ -191,6 +193,6 @@ def test_meta_module_on_meta_inputs(kind):
     score = loss.score(emb, lengths)
     assert out.device.type == "meta" and out.shape == (4,) and score.shape == (4,) and score.device.type == "meta"
     (out.sum() + score.sum()).backward()
-    centers = loss.centers if kind == "am" else loss.center
+    centers = centres_of(loss)
     assert emb.grad.shape == emb.shape and emb.grad.device.type == "meta"
     assert centers.grad.shape == centers.shape and centers.grad.device.type == "meta"

@@ -18,52 +18,47 @@ from __future__ import annotations
 import pytest
 import torch
 
-import spoofloss
 from spoofloss import ops
 from spoofloss import reference as R
 
-from conftest import assert_matches, make_labels, make_lengths, randn
-from hardening_helpers import AM, COSINE, MEAN, NONE, OC, RED_NAMES, SUM
+from helpers.inputs import make_labels, make_lengths, randn
+from helpers.losses import build, centres_of, configurations
+from helpers.op_args import (
+    MEAN, NONE, RED_NAMES, SCORE, SUM, CosineOp, cosine_ops, first_cosine_op, reference_loss, reference_score,
+)
+from helpers.tolerance import assert_matches
 from test_score_gradient import BackwardOpCounter
 
 F64 = torch.float64
 
 
-def cosine_case(epilogue, form, reduction, dtype=F64, batch=5, frames=6, feat=4, dim=7):
-    """An encoder weight W [feat, D] making emb = x @ W from fixed features x."""
+def cosine_case(op, form, reduction, dtype=F64, batch=5, frames=6, feat=4, dim=7):
+    """An encoder weight W [feat, D] making emb = x @ W from fixed features x.
+    op: a CosineOp, or SCORE (the score op, two centres)."""
     x = randn(batch, frames, feat, dtype=dtype) if form != "rank2" else randn(batch, feat, dtype=dtype)
     W = randn(feat, dim, dtype=dtype).requires_grad_()
-    centers = randn(2 if epilogue in (AM, COSINE) else 1, dim, dtype=dtype).requires_grad_()
-    label = make_labels(batch)
+    centers = randn(2 if op == SCORE else op.num_centers, dim, dtype=dtype).requires_grad_()
+    label = make_labels(batch) if op == SCORE else op.labels(batch)
     lengths = make_lengths(batch, frames) if form == "lengths" else None
-    return x, W, centers, label, lengths, reduction
+    center_index = None if op == SCORE else op.extra_inputs(batch)["center_index"]
+    return x, W, centers, label, lengths, center_index
 
 
-def fused_outputs(epilogue, x, W, centers, label, lengths, reduction, bonafide_label, with_score):
+def fused_outputs(op, x, W, centers, label, lengths, center_index, reduction, with_score):
     emb = x @ W
-    if epilogue == COSINE:
-        return [ops.cosine_score(emb, centers, lengths, bonafide_label)]
+    if op == SCORE:
+        return [ops.cosine_score(emb, centers, lengths, 1)]
     loss, score = ops.cosine_margin_loss_and_score(
-        emb, centers, label, lengths, epilogue, 3.0, 0.4, 0.1, bonafide_label, reduction)
+        emb, centers, label, lengths, op.code, *op.margins(), reduction, op.score_rule, op.score_center, center_index)
     return [loss, score] if with_score else [loss]
 
 
-def reference_outputs(epilogue, x, W, centers, label, lengths, reduction, bonafide_label, with_score):
+def reference_outputs(op, x, W, centers, label, lengths, center_index, reduction, with_score):
     emb = x.double() @ W
-    c = centers
-    if epilogue == COSINE:
-        return [R._cosines(emb, c, lengths)[:, bonafide_label]]
-    red = RED_NAMES[reduction]
-    if epilogue == OC:
-        loss = R.oc_softmax_loss(label, emb, c, lengths, m_real=0.4, m_fake=0.1, alpha=3.0,
-                                 bonafide_label=bonafide_label, reduction=red)
-        score = R.oc_softmax_score(emb, c, lengths)
-    else:  # distinct margins: the utterance's class picks its margin
-        per = torch.where(label == bonafide_label,
-                          R.am_softmax_loss(label, emb, c, lengths, s=3.0, m=0.4, reduction="none"),
-                          R.am_softmax_loss(label, emb, c, lengths, s=3.0, m=0.1, reduction="none"))
-        loss = {"none": per, "mean": per.mean(), "sum": per.sum()}[red]
-        score = R.am_softmax_score(emb, c, lengths, bonafide_label=bonafide_label)
+    if op == SCORE:
+        return [R.cosine_score("center_cosine", emb, centers, lengths, score_center=1)]
+    loss = reference_loss(op, label, emb, centers, lengths, reduction, center_index)
+    score = reference_score(op, emb, centers, lengths, center_index)
     return [loss, score] if with_score else [loss]
 
 
@@ -85,59 +80,57 @@ NAMES = ("d / d W", "d / d centres", "d2 / d W", "d2 / d centres (via W's and th
 @pytest.mark.parametrize("with_score", [False, True], ids=["loss", "loss+score"])
 @pytest.mark.parametrize("reduction", [NONE, MEAN, SUM], ids=["none", "mean", "sum"])
 @pytest.mark.parametrize("form", ["lengths", "all-frames", "rank2"])
-@pytest.mark.parametrize("bonafide_label", [0, 1])
-@pytest.mark.parametrize("epilogue", [AM, OC, COSINE], ids=["am", "oc", "score"])
-def test_second_derivatives_match_reference(epilogue, bonafide_label, form, reduction, with_score):
-    if epilogue == COSINE and (reduction != NONE or with_score):
+@pytest.mark.parametrize("op", cosine_ops() + [pytest.param(SCORE, id="score")])
+def test_second_derivatives_match_reference(op, form, reduction, with_score):
+    if op == SCORE and (reduction != NONE or with_score):
         pytest.skip("the score op has no reduction and no second output")
-    x, W, centers, label, lengths, reduction = cosine_case(epilogue, form, reduction)
-    seed = 17 * epilogue + 5 * bonafide_label + reduction
-    got = second_order(fused_outputs(epilogue, x, W, centers, label, lengths, reduction, bonafide_label,
-                                     with_score), W, centers, seed)
-    want = second_order(reference_outputs(epilogue, x, W, centers, label, lengths, reduction, bonafide_label,
-                                          with_score), W, centers, seed)
+    op = op if op == SCORE else op.non_default()  # distinct margins, a small scale: no saturation
+    x, W, centers, label, lengths, center_index = cosine_case(op, form, reduction)
+    seed = 17 * (0 if op == SCORE else op.code) + reduction
+    args = (x, W, centers, label, lengths, center_index, reduction, with_score)
+    got = second_order(fused_outputs(op, *args), W, centers, seed)
+    want = second_order(reference_outputs(op, *args), W, centers, seed)
     assert W.grad is None and centers.grad is None
     for name, g, w in zip(NAMES, got, want, strict=True):
         assert bool(w.abs().max() > 0), f"{name}: the reference is zero, the test would prove nothing"
         assert_matches(g, w, what=name)
 
 
-@pytest.mark.parametrize("kind", ["am", "oc"])
-def test_module_double_backward_fills_w_grad(kind):
+@pytest.mark.parametrize("name,variant", configurations("cosine", variants=False))
+def test_module_double_backward_fills_w_grad(name, variant):
     """The issue's reproduction: after create_graph=True, a backward of W's
     gradient fills W.grad (it used to stay None)."""
-    module = (spoofloss.AMSoftmaxLoss if kind == "am" else spoofloss.OCSoftmaxLoss)(enc_dim=7).double()
-    x, W, _, label, lengths, _ = cosine_case(AM, "lengths", MEAN)
+    module, ref_module = build(name, variant, enc_dim=7, parameter_dtype=F64)
+    x, W, _, label, lengths, _ = cosine_case(CosineOp.of(name, variant), "lengths", MEAN)
     (g_W,) = torch.autograd.grad(module(label, x @ W, lengths), W, create_graph=True)
     g_W.pow(2).sum().backward()
     assert W.grad is not None and bool(W.grad.abs().max() > 0)
-    ref_module = (R.AMSoftmaxLoss if kind == "am" else R.OCSoftmaxLoss)(enc_dim=7).double()
-    ref_module.load_state_dict(module.state_dict())
     W_ref = W.detach().clone().requires_grad_()
     (r_W,) = torch.autograd.grad(ref_module(label, x @ W_ref, lengths), W_ref, create_graph=True)
     r_W.pow(2).sum().backward()
     assert_matches(W.grad, W_ref.grad, what="d |dL/dW|^2 / d W")
-    centers = module.centers if kind == "am" else module.center
-    ref_centers = ref_module.centers if kind == "am" else ref_module.center
-    assert_matches(centers.grad, ref_centers.grad, what="d |dL/dW|^2 / d centres")
+    assert_matches(centres_of(module).grad, centres_of(ref_module).grad, what="d |dL/dW|^2 / d centres")
 
 
-def test_float32_double_backward():
+@pytest.mark.parametrize("op", cosine_ops(variants=False))
+def test_float32_double_backward(op):
     """float32 (and a bfloat16 emb) through the composite: dtypes as the
     first-order path gives them, values near the float64 reference."""
+    op = op.non_default()
     for emb_dtype in (torch.float32, torch.bfloat16):
-        x, W, centers, label, lengths, _ = cosine_case(OC, "lengths", MEAN, dtype=torch.float32)
+        x, W, centers, label, lengths, center_index = cosine_case(op, "lengths", MEAN, dtype=torch.float32)
         centers64 = centers.detach().double().requires_grad_()
         W64 = W.detach().double().requires_grad_()
         emb = (x @ W).to(emb_dtype)
-        loss = ops.cosine_margin_loss(emb, centers, label, lengths, OC, 3.0, 0.4, 0.1, 1, MEAN)
+        loss = ops.cosine_margin_loss(emb, centers, label, lengths, op.code, *op.margins(), MEAN,
+                                      op.score_rule, op.score_center, center_index)
         g_emb, g_c = torch.autograd.grad(loss, [emb, centers], create_graph=True)
         assert g_emb.dtype == emb_dtype and g_c.dtype == torch.float32
         (second,) = torch.autograd.grad(g_c.pow(2).sum() + g_emb.float().pow(2).sum(), [W])
-        emb64 = (x.double() @ W64).to(emb_dtype).double() if emb_dtype == torch.float32 else None
-        if emb64 is None:
+        if emb_dtype != torch.float32:
             continue  # bfloat16: dtype check only (its rounding is not differentiable in the reference)
-        ref = R.oc_softmax_loss(label, emb64, centers64, lengths, m_real=0.4, m_fake=0.1, alpha=3.0)
+        emb64 = (x.double() @ W64).to(emb_dtype).double()
+        ref = reference_loss(op, label, emb64, centers64, lengths, MEAN, center_index)
         r_emb, r_c = torch.autograd.grad(ref, [emb64, centers64], create_graph=True)
         (r_second,) = torch.autograd.grad(r_c.pow(2).sum() + r_emb.pow(2).sum(), [W64])
         assert_matches(second, r_second, dtype=torch.float32, what="float32 second derivative")
@@ -208,16 +201,21 @@ def test_gradcheck_binary_with_soft_label(bonafide_label, reduction, device):
 
 @pytest.mark.parametrize("form", ["lengths", "all-frames", "rank2"])
 @pytest.mark.parametrize("reduction", [NONE, MEAN, SUM], ids=["none", "mean", "sum"])
-@pytest.mark.parametrize("epilogue", [AM, OC], ids=["am", "oc"])
-def test_gradgradcheck_cosine_margin_loss(epilogue, reduction, form, device):
+@pytest.mark.parametrize("op", cosine_ops(variants=False))
+def test_gradgradcheck_cosine_margin_loss(op, reduction, form, device):
+    """Default configurations (gradgradcheck costs seconds each; every variant's
+    second derivatives are compared with the reference above)."""
+    op = op.non_default()
     shape = (4, 5, 6) if form != "rank2" else (4, 6)
     emb = randn(*shape, dtype=F64, device=device).requires_grad_()
-    centers = randn(2 if epilogue == AM else 1, 6, dtype=F64, device=device).requires_grad_()
-    label = make_labels(4).to(device)
+    centers = randn(op.num_centers, 6, dtype=F64, device=device).requires_grad_()
+    label = op.labels(4).to(device)
     lengths = make_lengths(4, 5, device=device) if form == "lengths" else None
+    center_index = op.extra_inputs(4, device)["center_index"]
 
     def fn(e, c):  # loss and score, so both outputs' second derivatives are checked
-        return ops.cosine_margin_loss_and_score(e, c, label, lengths, epilogue, 3.0, 0.4, 0.1, 0, reduction)
+        return ops.cosine_margin_loss_and_score(e, c, label, lengths, op.code, *op.margins(), reduction,
+                                                op.score_rule, op.score_center, center_index)
 
     assert torch.autograd.gradgradcheck(fn, (emb, centers), eps=1e-6, atol=1e-6, rtol=1e-5)
 
@@ -237,11 +235,12 @@ def test_gradgradcheck_cosine_score(center_index, device):
 
 
 def test_first_order_path_runs_only_the_fused_backward():
+    op = first_cosine_op()
     emb = randn(5, 6, 7).requires_grad_()
-    centers = randn(1, 7).requires_grad_()
+    centers = randn(op.num_centers, 7).requires_grad_()
     pred = randn(5).requires_grad_()
     label = make_labels(5)
-    loss = ops.cosine_margin_loss(emb, centers, label, None, OC, 20.0, 0.5, 0.2, 1, MEAN)
+    loss = ops.cosine_margin_loss(emb, centers, label, None, op.code, *op.margins(), MEAN)
     loss = loss + ops.binary_cross_entropy(pred, label, 1, MEAN)
     with BackwardOpCounter() as counter:
         loss.backward()
@@ -252,8 +251,9 @@ def test_first_order_path_runs_only_the_fused_backward():
 def test_emb_is_not_saved():
     """The forward saves pooled, not emb: an emb that nothing else holds is not
     kept alive until the backward (no memory cost for double backward support)."""
+    op = first_cosine_op()
     emb = randn(5, 6, 7).requires_grad_()
-    centers = randn(2, 7).requires_grad_()
+    centers = randn(op.num_centers, 7).requires_grad_()
     saved = []
 
     def pack(t):
@@ -261,8 +261,8 @@ def test_emb_is_not_saved():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = ops.cosine_margin_loss(emb, centers, make_labels(5), None, AM, 20.0, 0.5, 0.5, 1, MEAN)
-        ops.cosine_score(emb, centers, None, 1)
+        loss = ops.cosine_margin_loss(emb, centers, op.labels(5), None, op.code, *op.margins(), MEAN)
+        ops.cosine_score(emb, centers, None, 0)
     assert saved, "the hooks saw nothing: the test would prove nothing"
     assert all(t.data_ptr() != emb.data_ptr() for t in saved), [tuple(t.shape) for t in saved]
     loss.backward()

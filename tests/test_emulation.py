@@ -31,7 +31,9 @@ import torch
 import spoofloss
 from spoofloss import reference as R
 
-from conftest import EMULATED_CUDA, assert_identical, assert_matches, f64, make_labels, make_lengths, randn
+from helpers.devices import EMULATED_CUDA
+from helpers.inputs import f64, make_labels, make_lengths, randn
+from helpers.tolerance import assert_identical, assert_matches
 
 pytestmark = pytest.mark.skipif(not EMULATED_CUDA, reason="needs the emulated-CUDA build (SPOOFLOSS_CUDA_EMULATION=1)")
 

@@ -10,41 +10,47 @@ offending utterance (the contract only spells out the label case).
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 
-import spoofloss
 from spoofloss import ops
-from spoofloss import reference as R
+from spoofloss.registry import LOSSES
 
-from conftest import assert_matches, cpu, cuda_only, f64, make_labels, make_lengths, randn, runs_cuda_kernels
+from helpers.devices import cuda_only, runs_cuda_kernels
+from helpers.inputs import make_labels, make_lengths, randn
+from helpers.losses import LossCall, build, names
+from helpers.op_args import first_cosine_op, raises_naming
+from helpers.steps import expected_step
+from helpers.tolerance import assert_matches
 
 ERRORS = (ValueError, RuntimeError)
-MARGIN = ["am", "oc"]
-ALL = ["am", "oc", "binary"]
+COSINE = names("cosine")
+LOGITS = names("logits")
+ALL = names()
 
 
-def make_loss(kind, enc_dim=16, **kwargs):
-    if kind == "am":
-        return spoofloss.AMSoftmaxLoss(enc_dim=enc_dim, **kwargs)
-    if kind == "oc":
-        return spoofloss.OCSoftmaxLoss(enc_dim=enc_dim, **kwargs)
-    return spoofloss.BinaryLoss(**kwargs)
+def make_loss(name, enc_dim=16, **kwargs):
+    """A registered loss in its default configuration, float32, on the CPU."""
+    return build(name, enc_dim=enc_dim, **kwargs)[0]
 
 
-def raises_naming(argument, *values):
-    """pytest.raises for ValueError/RuntimeError whose message names
-    ``argument`` (a regex) and shows each of ``values``: a number must appear as
-    a whole number (7 matches "7", "7.0", "[5, 7]", not "17" or "0.7"); a
-    string is a regex of its own."""
-    patterns = [argument] + [
-        v if isinstance(v, str) else rf"(?<![\w.]){re.escape(str(v))}(?![\w])" for v in values
-    ]
-    # every pattern must occur, in any order
-    regex = "".join(f"(?=[\\s\\S]*?(?:{p}))" for p in patterns)
-    return pytest.raises(ERRORS, match=regex)
+def classes_of(name) -> int:
+    return LOSSES[name].label_classes(make_loss(name))
+
+
+def call_with(name, batch, device, **changes) -> LossCall:
+    """Valid inputs for ``name`` (emb [B, 9, 16] or pred [B]) with ``changes`` applied."""
+    if LOSSES[name].family == "logits":
+        call = LossCall("logits", randn(batch, device=device), make_labels(batch, classes_of(name)).to(device))
+    else:
+        call = LossCall("cosine", randn(batch, 9, 16, device=device),
+                        make_labels(batch, classes_of(name)).to(device))
+    loss = make_loss(name)
+    extra = LOSSES[name].make_inputs(loss, batch, None) if LOSSES[name].make_inputs else {}
+    call.extra = {k: v.to(device) for k, v in extra.items()}
+    for key, value in changes.items():
+        setattr(call, key, value)
+    return call
 
 
 # --------------------------------------------------------------------------- #
@@ -52,9 +58,9 @@ def raises_naming(argument, *values):
 # --------------------------------------------------------------------------- #
 
 
-@pytest.mark.parametrize("kind", MARGIN)
-def test_label_batch_mismatch(kind, device):
-    loss = make_loss(kind).to(device)
+@pytest.mark.parametrize("name", COSINE)
+def test_label_batch_mismatch(name, device):
+    loss = make_loss(name).to(device)
     emb = randn(5, 9, 16, device=device)
     with raises_naming("label", 7):
         loss(make_labels(7).to(device), emb)
@@ -62,24 +68,25 @@ def test_label_batch_mismatch(kind, device):
         loss(make_labels(7).reshape(7, 1).to(device), emb)
 
 
-def test_binary_numel_mismatch(device):
-    loss = make_loss("binary").to(device)
+@pytest.mark.parametrize("name", LOGITS)
+def test_logits_numel_mismatch(name, device):
+    loss = make_loss(name).to(device)
     with raises_naming("label|pred", 7):
         loss(randn(5, device=device), make_labels(7).to(device))
 
 
-@pytest.mark.parametrize("kind", MARGIN)
-def test_lengths_batch_mismatch(kind, device):
-    loss = make_loss(kind).to(device)
+@pytest.mark.parametrize("name", COSINE)
+def test_lengths_batch_mismatch(name, device):
+    loss = make_loss(name).to(device)
     emb = randn(5, 9, 16, device=device)
     with raises_naming("lengths", 6):
         loss(make_labels(5).to(device), emb, torch.full((6,), 9, device=device))
 
 
 @pytest.mark.parametrize("shape", [(16,), (2, 3, 4, 16)], ids=["rank1", "rank4"])
-@pytest.mark.parametrize("kind", MARGIN)
-def test_emb_rank(kind, shape, device):
-    loss = make_loss(kind).to(device)
+@pytest.mark.parametrize("name", COSINE)
+def test_emb_rank(name, shape, device):
+    loss = make_loss(name).to(device)
     label = make_labels(shape[0]).to(device)
     # the shape (which contains 16 / 4) or the rank (1 / 4) seen
     with raises_naming("emb", r"\b16\b|\b1\b" if len(shape) == 1 else r"\b4\b"):
@@ -88,9 +95,9 @@ def test_emb_rank(kind, shape, device):
         loss.score(randn(*shape, device=device))
 
 
-@pytest.mark.parametrize("kind", MARGIN)
-def test_enc_dim_mismatch(kind, device):
-    loss = make_loss(kind, enc_dim=16).to(device)
+@pytest.mark.parametrize("name", COSINE)
+def test_enc_dim_mismatch(name, device):
+    loss = make_loss(name, enc_dim=16).to(device)
     emb = randn(5, 9, 24, device=device)
     with raises_naming("enc_dim|center", 24, 16):
         loss(make_labels(5).to(device), emb)
@@ -98,10 +105,10 @@ def test_enc_dim_mismatch(kind, device):
         loss.score(emb)
 
 
-@pytest.mark.parametrize("kind", ALL)
-def test_empty_batch(kind, device):
-    loss = make_loss(kind).to(device)
-    if kind == "binary":
+@pytest.mark.parametrize("name", ALL)
+def test_empty_batch(name, device):
+    loss = make_loss(name).to(device)
+    if LOSSES[name].family == "logits":
         with raises_naming("pred|label|empty|batch"):
             loss(randn(0, device=device), torch.zeros(0, dtype=torch.long, device=device))
         return
@@ -116,53 +123,42 @@ def test_empty_batch(kind, device):
 # --------------------------------------------------------------------------- #
 
 
-def _loss_none(kind, device):
-    return make_loss(kind, reduction="none").to(device)
-
-
-@pytest.mark.parametrize("bad", [2, -1, 0.5], ids=["2", "-1", "0.5"])
-@pytest.mark.parametrize("kind", ALL)
-def test_label_values(kind, bad, device):
-    """CPU: raise naming label and the value. CUDA: that utterance's loss is NaN,
-    the others equal the reference (no host synchronisation)."""
-    if kind == "binary" and bad == 0.5:
-        pytest.skip("0.5 is a valid soft target for the binary loss")
+@pytest.mark.parametrize("bad", ["classes", "-1", "0.5"])
+@pytest.mark.parametrize("name", ALL)
+def test_label_values(name, bad, device):
+    """A label outside the classes (the number of classes, -1, 0.5). CPU: raise
+    naming label and the value. CUDA: that utterance's loss is NaN, the others
+    equal the reference (no host synchronisation)."""
+    if LOSSES[name].family == "logits" and bad == "0.5":
+        pytest.skip("0.5 may be a valid soft target of a logit loss (BinaryLoss's is: test_binary_loss.py)")
     batch = 6
-    labels = make_labels(batch).double()
-    labels[3] = bad
-    label = labels if isinstance(bad, float) else labels.long()
-    loss = _loss_none(kind, device)
-    if kind == "binary":
-        inputs = (randn(batch, device=device), label.to(device))
-    else:
-        inputs = (label.to(device), randn(batch, 9, 16, device=device))
+    value = {"classes": classes_of(name), "-1": -1, "0.5": 0.5}[bad]
+    fused, twin = build(name, enc_dim=16, device=device, reduction="none")
+    good = call_with(name, batch, device)
+    labels = good.label.cpu().double()
+    labels[3] = value
+    call = call_with(name, batch, device, x=good.x, label=(labels if bad == "0.5" else labels.long()).to(device),
+                     extra=good.extra)
     if not runs_cuda_kernels(device):
-        with raises_naming("label", bad):
-            loss(*inputs)
+        with raises_naming("label", value):
+            call.forward(fused)
         return
-    out = loss(*inputs)
-    assert torch.isnan(out[3]), f"invalid label {bad} gave a finite loss {out[3].item()}"
+    out = call.forward(fused)
+    assert torch.isnan(out[3]), f"invalid label {value} gave a finite loss {out[3].item()}"
     ok = torch.arange(batch) != 3
-    good = labels.clone()
-    good[3] = 0
-    if kind == "binary":
-        ref = R.binary_loss(f64(inputs[0]), good, reduction="none")
-    elif kind == "am":
-        ref = R.am_softmax_loss(good.long(), f64(inputs[1]), f64(loss.centers), reduction="none")
-    else:
-        ref = R.oc_softmax_loss(good.long(), f64(inputs[1]), f64(loss.center), reduction="none")
-    assert_matches(out[ok.to(device)], ref[ok], what="the other utterances' losses", scale=20.0)
+    expected, scale = expected_step(fused, twin, good, torch.ones(batch), torch.ones(batch))["loss"]
+    assert_matches(out[ok.to(device)], expected[ok], what="the other utterances' losses", scale=scale[ok])
 
 
 @pytest.mark.parametrize("bad", ["zero", "T+1"])
-@pytest.mark.parametrize("kind", MARGIN)
-def test_lengths_out_of_range(kind, bad, device):
+@pytest.mark.parametrize("name", COSINE)
+def test_lengths_out_of_range(name, bad, device):
     batch, frames = 5, 9
     lengths = make_lengths(batch, frames)
     value = 0 if bad == "zero" else frames + 1
     lengths[2] = value
-    loss = _loss_none(kind, device)
-    label = make_labels(batch).to(device)
+    loss = make_loss(name, reduction="none").to(device)
+    label = make_labels(batch, classes_of(name)).to(device)
     emb = randn(batch, frames, 16, device=device)
     if not runs_cuda_kernels(device):
         with raises_naming("lengths", value):
@@ -180,60 +176,58 @@ def test_lengths_out_of_range(kind, bad, device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("kind", MARGIN)
-def test_lengths_float_dtype(kind, dtype, device):
-    loss = make_loss(kind).to(device)
+@pytest.mark.parametrize("name", COSINE)
+def test_lengths_float_dtype(name, dtype, device):
+    loss = make_loss(name).to(device)
     lengths = torch.full((5,), 9.0, dtype=dtype, device=device)
     with raises_naming("lengths", "[Ff]loat|[Dd]ouble"):
         loss(make_labels(5).to(device), randn(5, 9, 16, device=device), lengths)
 
 
 @pytest.mark.parametrize("bad", ["avg", "", "MEAN", None])
-@pytest.mark.parametrize("kind", ALL)
-def test_bad_reduction(kind, bad, device):
+@pytest.mark.parametrize("name", ALL)
+def test_bad_reduction(name, bad, device):
     with raises_naming("reduction"):
-        loss = make_loss(kind, reduction=bad).to(device)
-        if kind == "binary":
-            loss(randn(4, device=device), make_labels(4).to(device))
-        else:
-            loss(make_labels(4).to(device), randn(4, 3, 16, device=device))
+        loss = make_loss(name, reduction=bad).to(device)
+        call_with(name, 4, device).forward(loss)
 
 
-@pytest.mark.parametrize("bad", [2, -1])
-@pytest.mark.parametrize("kind", ALL)
-def test_bad_bonafide_label(kind, bad, device):
-    with raises_naming("bonafide_label", bad):
-        loss = make_loss(kind, bonafide_label=bad).to(device)
-        if kind == "binary":
-            loss(randn(4, device=device), make_labels(4).to(device))
-        else:
-            loss(make_labels(4).to(device), randn(4, 3, 16, device=device))
-            loss.score(randn(4, 3, 16, device=device))
+@pytest.mark.parametrize("bad", ["classes", "-1"])
+@pytest.mark.parametrize("name", ALL)
+def test_bad_bonafide_label(name, bad, device):
+    value = classes_of(name) if bad == "classes" else -1
+    with raises_naming("bonafide_label", value):
+        loss = make_loss(name, bonafide_label=value).to(device)
+        call = call_with(name, 4, device)
+        call.forward(loss)
+        call.score(loss)
 
 
-@pytest.mark.parametrize("bad", [2, -1])
-def test_reference_rejects_bad_arguments(bad):
+@pytest.mark.parametrize("name", ALL)
+def test_reference_rejects_bad_arguments(name):
     """The reference modules validate their arguments like the fused ones."""
-    for cls in (R.AMSoftmaxLoss, R.OCSoftmaxLoss, R.BinaryLoss):
-        with raises_naming("bonafide_label", bad):
-            cls(bonafide_label=bad)
-        with raises_naming("reduction"):
-            cls(reduction="avg")
+    twin = LOSSES[name].reference_class()
+    for value in (classes_of(name), -1):
+        with raises_naming("bonafide_label", value):
+            twin(bonafide_label=value)
+    with raises_naming("reduction"):
+        twin(reduction="avg")
 
 
 def test_op_level_bad_enums(device):
+    op = first_cosine_op()
     emb = randn(4, 3, 8, dtype=torch.float64, device=device)
-    centers = randn(2, 8, dtype=torch.float64, device=device)
-    label = make_labels(4).to(device)
-    am = ops.loss_code("am_softmax")
+    centers = randn(op.num_centers, 8, dtype=torch.float64, device=device)
+    label = op.labels(4).to(device)
+    args = (emb, centers, label, None, op.code, op.scale, op.margin_bonafide, op.margin_spoof)
     with raises_naming("reduction", 3):
-        ops.cosine_margin_loss(emb, centers, label, None, am, 20.0, 0.5, 0.5, 1, 3)
-    with raises_naming("loss", 77, "am_softmax"):
+        ops.cosine_margin_loss(*args, op.bonafide_label, 3)
+    with raises_naming("loss", 77, op.loss_name):
         ops.cosine_margin_loss(emb, centers, label, None, 77, 20.0, 0.5, 0.5, 1, 1)
-    with raises_naming("bonafide_label", 2):
-        ops.cosine_margin_loss(emb, centers, label, None, am, 20.0, 0.5, 0.5, 2, 1, score_center=0)
-    with raises_naming("score_center", 2):
-        ops.cosine_score(emb, centers, None, 2)
+    with raises_naming("bonafide_label", op.label_classes):
+        ops.cosine_margin_loss(*args, op.label_classes, 1, score_center=0)
+    with raises_naming("score_center", op.num_centers):
+        ops.cosine_score(emb, centers, None, op.num_centers)
     with raises_naming("score_rule", 9):
         ops.cosine_score(emb, centers, None, 0, score_rule=9)
     with raises_naming("reduction", 3):
@@ -246,9 +240,9 @@ def test_op_level_bad_enums(device):
 
 
 @cuda_only
-@pytest.mark.parametrize("kind", MARGIN)
-def test_mixed_devices(kind):
-    loss = make_loss(kind)  # centres on the CPU
+@pytest.mark.parametrize("name", COSINE)
+def test_mixed_devices(name):
+    loss = make_loss(name)  # centres on the CPU
     emb = randn(5, 9, 16, device="cuda")
     label = make_labels(5)
     lengths = make_lengths(5, 9)
@@ -264,61 +258,60 @@ def test_mixed_devices(kind):
 
 
 @cuda_only
-def test_mixed_devices_binary():
-    loss = make_loss("binary")
+@pytest.mark.parametrize("name", LOGITS)
+def test_mixed_devices_logits(name):
+    loss = make_loss(name)
     with raises_naming("label|pred|device|cuda|cpu"):
         loss(randn(5, device="cuda"), make_labels(5))
 
 
 # --------------------------------------------------------------------------- #
-# non-finite embeddings stay in their utterance
+# non-finite inputs stay in their utterance
 # --------------------------------------------------------------------------- #
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
-@pytest.mark.parametrize("kind", MARGIN)
-def test_nonfinite_emb_is_confined(kind, value, device):
+@pytest.mark.parametrize("name", COSINE)
+def test_nonfinite_emb_is_confined(name, value, device):
     batch, frames, dim = 7, 11, 16
     data = randn(batch, frames, dim)
     bad = 4
     data[bad, 3, 5] = value
     lengths = make_lengths(batch, frames)
     lengths[bad] = frames
-    emb = data.to(device).requires_grad_()
-    loss = _loss_none(kind, device)
-    label = make_labels(batch)
-    out = loss(label.to(device), emb, lengths.to(device))
+    fused, twin = build(name, enc_dim=dim, device=device, reduction="none")
+    call = call_with(name, batch, device, x=data.to(device).requires_grad_(), lengths=lengths.to(device))
+    out, score = call.forward(fused), call.score(fused)
     assert not torch.isfinite(out[bad]), f"{value} in utterance {bad} did not reach its loss"
-    score = loss.score(emb, lengths.to(device))
     assert not torch.isfinite(score[bad])
 
     ok = torch.arange(batch) != bad
-    e64, c64 = f64(emb), f64(loss.centers if kind == "am" else loss.center)
-    if kind == "am":
-        ref = R.am_softmax_loss(label, e64, c64, lengths, reduction="none")
-    else:
-        ref = R.oc_softmax_loss(label, e64, c64, lengths, reduction="none")
-    assert_matches(out[ok.to(device)], ref[ok], what="the other utterances' losses", scale=20.0)
-    assert_matches(score[ok.to(device)], R._cosines(e64, c64, lengths)[ok, 1 if kind == "am" else 0],
-                   what="the other utterances' scores", scale=1.0)
-    # the other utterances' gradients are untouched as well
+    good = call.with_input(torch.where(torch.isfinite(data), data, 0.0).to(device).requires_grad_())
     up = ok.to(out.dtype).to(device)
-    (g,) = torch.autograd.grad(out, [emb], up)
-    (r,) = torch.autograd.grad(ref, [e64], cpu(up).double())
-    assert_matches(g[ok.to(device)], r[ok], what="the other utterances' d loss / d emb")
+    expected = expected_step(fused, twin, good, up, torch.ones(batch))
+    for what, got in (("loss", out), ("score", score)):
+        want, scale = expected[what]
+        assert_matches(got[ok.to(device)], want[ok], what=f"the other utterances' {what}", scale=scale[ok])
+    # the other utterances' gradients are untouched as well
+    (g,) = torch.autograd.grad(out, [call.x], up)
+    want, scale = expected["d loss / d emb"]
+    assert_matches(g[ok.to(device)], want[ok], what="the other utterances' d loss / d emb", scale=scale[ok])
 
 
-def test_nonfinite_pred_is_confined(device):
+@pytest.mark.parametrize("name", LOGITS)
+def test_nonfinite_pred_is_confined(name, device):
     pred = randn(9) * 3
     pred[2] = float("nan")
     pred[5] = float("inf")
-    label = make_labels(9)
-    label[5] = 0
-    out = spoofloss.BinaryLoss(reduction="none")(pred.to(device), label.to(device))
+    fused, twin = build(name, device=device, reduction="none")
+    call = call_with(name, 9, device, x=pred.to(device))
+    call.label[5] = 0
+    out = call.forward(fused)
     assert not torch.isfinite(out[2]) and not torch.isfinite(out[5])
     ok = torch.tensor([i not in (2, 5) for i in range(9)])
-    ref = R.binary_loss(pred.double(), label, reduction="none")
-    assert_matches(out[ok.to(device)], ref[ok], what="the other elements' losses", scale=3.0)
+    good = call.with_input(torch.where(torch.isfinite(pred), pred, 0.0).to(device))
+    want, scale = expected_step(fused, twin, good, torch.ones(9), torch.ones(9))["loss"]
+    assert_matches(out[ok.to(device)], want[ok], what="the other elements' losses", scale=scale[ok])
 
 
 # --------------------------------------------------------------------------- #
@@ -330,9 +323,9 @@ NOT_TENSORS = [None, [0, 1, 1, 0], 3]
 
 
 @pytest.mark.parametrize("bad", NOT_TENSORS, ids=["None", "list", "int"])
-@pytest.mark.parametrize("kind", MARGIN)
-def test_margin_arguments_not_tensors(kind, bad, device):
-    loss = make_loss(kind, enc_dim=16).to(device)
+@pytest.mark.parametrize("name", COSINE)
+def test_margin_arguments_not_tensors(name, bad, device):
+    loss = make_loss(name, enc_dim=16).to(device)
     label, emb = make_labels(4).to(device), randn(4, 5, 16, device=device)
     lengths = make_lengths(4, 5).to(device)
     for name, call in [
@@ -353,8 +346,9 @@ def test_margin_arguments_not_tensors(kind, bad, device):
 
 
 @pytest.mark.parametrize("bad", NOT_TENSORS, ids=["None", "list", "int"])
-def test_binary_arguments_not_tensors(bad, device):
-    loss = make_loss("binary")
+@pytest.mark.parametrize("name", LOGITS)
+def test_logits_arguments_not_tensors(name, bad, device):
+    loss = make_loss(name)
     pred, label = randn(4, device=device), make_labels(4).to(device)
     for name, call in [("label", lambda: loss(pred, bad)), ("pred", lambda: loss(bad, label)),
                        ("pred", lambda: loss.score(bad))]:

@@ -22,7 +22,8 @@ import spoofloss
 from spoofloss import reference as R
 from spoofloss.espnet import ASVSpoofAMSoftmaxLoss, ASVSpoofBinaryLoss, ASVSpoofOCSoftmaxLoss
 
-from conftest import assert_matches, f64, make_labels, make_lengths, randn
+from helpers.inputs import f64, make_labels, randn
+from helpers.tolerance import assert_matches
 
 pytestmark = pytest.mark.usefixtures("poison")
 
@@ -169,37 +170,6 @@ def test_register_losses_makes_the_centres_parameters():
     assert losses["oc_softmax_loss"].center.dtype == torch.float64
     with pytest.raises(TypeError, match="losses"):
         register_losses(torch.nn.Linear(2, 2))
-
-
-@pytest.mark.parametrize("name", ["am", "oc"])
-def test_forward_and_score_is_forward_and_score(name):
-    """One pass for both: the same loss (and gradients) as forward, the same score as score
-    (differentiable too: tests/test_score_gradient.py checks its gradient)."""
-    batch, frames, dim = 16, 30, 32
-    loss_fn = ASVSpoofAMSoftmaxLoss(enc_dim=dim) if name == "am" else ASVSpoofOCSoftmaxLoss(enc_dim=dim)
-    emb = randn(batch, frames, dim).requires_grad_()
-    label = make_labels(batch)
-    lengths = make_lengths(batch, frames)
-    loss, score = loss_fn.forward_and_score(label, emb, lengths)
-    assert score.requires_grad
-    e64 = f64(emb)
-    if name == "am":
-        c64 = f64(loss_fn.centers)
-        ref = R.am_softmax_loss(label, e64, c64, lengths, s=loss_fn.s, m=loss_fn.m)
-        ref_score = R.am_softmax_score(e64, c64, lengths)
-        centres = loss_fn.centers
-    else:
-        c64 = f64(loss_fn.center)
-        ref = R.oc_softmax_loss(label, e64, c64, lengths, m_real=loss_fn.m_real, m_fake=loss_fn.m_fake,
-                                alpha=loss_fn.alpha)
-        ref_score = R.oc_softmax_score(e64, c64, lengths)
-        centres = loss_fn.center
-    assert_matches(loss, ref, what=f"{name} forward_and_score: loss", scale=20.0)
-    assert_matches(score, ref_score, what=f"{name} forward_and_score: score", scale=1.0)
-    g, gc = torch.autograd.grad(loss, [emb, centres])
-    r, rc = torch.autograd.grad(ref, [e64, c64])
-    assert_matches(g, r, what=f"{name} forward_and_score: d loss / d emb", scale=r.abs().max().item())
-    assert_matches(gc, rc, what=f"{name} forward_and_score: d loss / d centres")
 
 
 def test_spoofloss_does_not_import_espnet():

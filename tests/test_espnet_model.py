@@ -23,6 +23,7 @@ ESPnet's own ASVSpoofBinaryLoss, in float32.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from importlib import metadata
 from pathlib import Path
@@ -65,18 +66,26 @@ from espnet2.asvspoof.loss.abs_loss import AbsASVSpoofLoss as EspnetAbsASVSpoofL
 from espnet2.asvspoof.loss.binary_loss import ASVSpoofBinaryLoss as EspnetBinaryLoss  # noqa: E402
 
 import spoofloss  # noqa: E402
-from spoofloss import reference as R  # noqa: E402
 from spoofloss.espnet import (  # noqa: E402
-    ASVSpoofAMSoftmaxLoss,
-    ASVSpoofBinaryLoss,
+    ESPNET_LOSS_CLASSES,
     ASVSpoofOCSoftmaxLoss,
     register_losses,
 )
 from spoofloss.espnet_model import SpooflossASVSpoofModel  # noqa: E402
+from spoofloss.registry import LOSSES, by_espnet_name  # noqa: E402
 
-from conftest import assert_matches, make_labels, make_lengths  # noqa: E402
+from helpers.inputs import make_labels, make_lengths  # noqa: E402
+from helpers.losses import centres_of, spec_of, twin_of  # noqa: E402
+from helpers.tolerance import assert_matches  # noqa: E402
+
+# every registered loss by the name an ESPnet config gives it
+ESPNET_NAMES = [spec.espnet_name for spec in LOSSES.values()]
 
 FEAT_DIM, ENC_DIM = 6, 16
+
+# the order in which the model picks the loss it trains
+ESPNET_NAMES_BY_PRECEDENCE = ["oc_softmax_loss", "am_softmax_loss", "binary_loss"]
+ESPNET_NAMES_BY_PRECEDENCE += [name for name in ESPNET_NAMES if name not in ESPNET_NAMES_BY_PRECEDENCE]
 
 # ESPnet's model enters torch.cuda.amp.autocast(False), deprecated in torch 2.4+
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.cuda.amp.autocast:FutureWarning")
@@ -113,11 +122,14 @@ class MeanLogitDecoder(AbsDecoder):
 
 
 def make_losses(names, weight: float = 1.0) -> Dict[str, torch.nn.Module]:
-    """Fresh spoofloss losses with ESPnet's defaults under the names ESPnet's model knows."""
-    classes = {"binary_loss": ASVSpoofBinaryLoss, "am_softmax_loss": ASVSpoofAMSoftmaxLoss,
-               "oc_softmax_loss": ASVSpoofOCSoftmaxLoss}
-    return {name: classes[name](weight=weight) if name == "binary_loss" else classes[name](weight=weight, enc_dim=ENC_DIM)
-            for name in names}
+    """Fresh spoofloss losses under their ESPnet names, with their defaults: ESPnet's
+    three as spoofloss.espnet's ESPnet-compatible classes, the others as registered."""
+    losses = {}
+    for name in names:
+        spec = by_espnet_name()[name]
+        cls = ESPNET_LOSS_CLASSES.get(name, spec.module)
+        losses[name] = cls(weight=weight, enc_dim=ENC_DIM) if spec.family == "cosine" else cls(weight=weight)
+    return losses
 
 
 def build(losses, model_class=ESPnetASVSpoofModel):
@@ -141,20 +153,31 @@ def repad(speech, lengths):
     return torch.where(padding[..., None], torch.randn_like(speech), speech)
 
 
+class _Score(torch.nn.Module):
+    def __init__(self, loss):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, *args):
+        return self.loss.score(*args)
+
+
 def reference_loss(model, name, speech, lengths, label, use_lengths: bool):
-    """(loss * weight, score) of ``model`` with its loss replaced by spoofloss.reference."""
+    """(loss * weight, score) of ``model`` with its loss replaced by its twin from
+    spoofloss.reference, run on the model's own parameters (so the reference's
+    gradients reach them)."""
     encoder_out, encoder_out_lens = model.encode(speech, lengths)
     loss_fn = model.losses[name]
-    pool_lengths = encoder_out_lens if use_lengths else None
-    if name == "binary_loss":
+    twin, params = twin_of(loss_fn), dict(loss_fn.named_parameters())
+    if spec_of(loss_fn).family == "logits":
         pred = model.decoder(encoder_out, encoder_out_lens)
-        return R.binary_loss(pred, label) * loss_fn.weight, pred.reshape(-1)
-    if name == "am_softmax_loss":
-        loss = R.am_softmax_loss(label, encoder_out, loss_fn.centers, pool_lengths, s=loss_fn.s, m=loss_fn.m)
-        return loss * loss_fn.weight, R.am_softmax_score(encoder_out, loss_fn.centers, pool_lengths)
-    loss = R.oc_softmax_loss(label, encoder_out, loss_fn.center, pool_lengths, m_real=loss_fn.m_real,
-                             m_fake=loss_fn.m_fake, alpha=loss_fn.alpha)
-    return loss * loss_fn.weight, R.oc_softmax_score(encoder_out, loss_fn.center, pool_lengths)
+        loss_args, score_args = (pred, label), (pred,)
+    else:
+        pool_lengths = encoder_out_lens if use_lengths else None
+        loss_args, score_args = (label, encoder_out, pool_lengths), (encoder_out, pool_lengths)
+    loss = torch.func.functional_call(twin, params, loss_args)
+    score = torch.func.functional_call(_Score(twin), {f"loss.{k}": v for k, v in params.items()}, score_args)
+    return loss * loss_fn.weight, score.reshape(-1)
 
 
 def espnet_accuracy(score, label) -> float:
@@ -192,8 +215,8 @@ def check_against_reference(model, name, speech, lengths, label, use_lengths: bo
 
 def test_losses_pass_espnet_type_check():
     assert spoofloss.espnet.REGISTERED_WITH_ESPNET
-    losses = make_losses(["binary_loss", "am_softmax_loss", "oc_softmax_loss"])
-    plain = [spoofloss.BinaryLoss(), spoofloss.AMSoftmaxLoss(enc_dim=4), spoofloss.OCSoftmaxLoss(enc_dim=4)]
+    losses = make_losses(ESPNET_NAMES)
+    plain = [spec.build(None, enc_dim=4)[0] for spec in LOSSES.values()]
     for loss in list(losses.values()) + plain:
         assert isinstance(loss, EspnetAbsASVSpoofLoss), type(loss)
         assert issubclass(type(loss), EspnetAbsASVSpoofLoss), type(loss)
@@ -311,22 +334,23 @@ def test_binary_loss_in_espnet_model_equals_espnets_own():
 # --------------------------------------------------------------------------- #
 
 
-@pytest.mark.parametrize("names", [("oc_softmax_loss",), ("am_softmax_loss",), ("binary_loss",),
-                                   ("oc_softmax_loss", "am_softmax_loss", "binary_loss")],
-                         ids=["oc", "am", "binary", "all-three"])
+@pytest.mark.parametrize("names", [(name,) for name in ESPNET_NAMES] + [
+    ("oc_softmax_loss", "am_softmax_loss", "binary_loss"), tuple(ESPNET_NAMES)[::-1]],
+    ids=ESPNET_NAMES + ["espnets-three", "every-registered"])
 def test_spoofloss_model_matches_reference_with_lengths(names):
     """Lengths reach the loss (padding no longer matters), the loss trained is
-    ESPnet's choice (OC, then AM, then binary), and acc comes from its score."""
+    ESPnet's choice (OC, then AM, then binary; then the first other registered
+    loss), and acc comes from its score."""
     model = build(make_losses(names, weight=0.8), SpooflossASVSpoofModel).to(torch.float64)
-    trained = names[0]
+    trained = min(names, key=ESPNET_NAMES_BY_PRECEDENCE.index)
     assert model.trained_loss_name == trained
     speech, lengths, label = make_batch(dtype=torch.float64)
     grads = check_against_reference(model, trained, speech, lengths, label, use_lengths=True)
     assert grads["encoder.proj.weight"].abs().max() > 0
-    if trained == "binary_loss":
+    if by_espnet_name()[trained].family == "logits":
         assert grads["decoder.linear.weight"].abs().max() > 0
     else:
-        centres = "centers" if trained == "am_softmax_loss" else "center"
+        centres = next(n for n, p in model.losses[trained].named_parameters() if p is centres_of(model.losses[trained]))
         assert grads[f"losses.{trained}.{centres}"].abs().max() > 0
         # the decoder's output is not used by the cosine losses, so it is not run
         assert grads["decoder.linear.weight"] is None
@@ -394,11 +418,11 @@ def test_task_loss_names_resolve_to_spoofloss(asvspoof_task):
 
     register_loss_choices()
     register_loss_choices()
-    assert choices.get_class("binary_loss") is ASVSpoofBinaryLoss
-    assert choices.get_class("am_softmax_loss") is ASVSpoofAMSoftmaxLoss
-    assert choices.get_class("oc_softmax_loss") is ASVSpoofOCSoftmaxLoss
-    for name in espnet_classes:
-        assert issubclass(choices.get_class(name), choices.base_type)
+    for name, cls in ESPNET_LOSS_CLASSES.items():
+        assert choices.get_class(name) is cls, "ESPnet's three names resolve to spoofloss.espnet's classes"
+    for spec in LOSSES.values():  # every registered loss by its ESPnet name
+        cls = choices.get_class(spec.espnet_name)
+        assert issubclass(cls, spec.module) and issubclass(cls, choices.base_type), (spec.name, cls)
 
 
 YAML_CONFIG = """\
@@ -441,6 +465,68 @@ def test_task_builds_spoofloss_model_from_yaml_config(asvspoof_task, tmp_path):
     grads = check_against_reference(model, "oc_softmax_loss", speech, lengths, label, use_lengths=True)
     assert grads["losses.oc_softmax_loss.center"].abs().max() > 0
     assert all(g is not None and g.abs().max() > 0 for n, g in grads.items() if n.startswith("encoder.embed"))
+
+
+GENERIC_YAML_CONFIG = """\
+input_size: {feat_dim}
+frontend: null
+normalize: null
+encoder: transformer
+encoder_conf:
+    output_size: {enc_dim}
+    attention_heads: 2
+    linear_units: 32
+    num_blocks: 1
+    input_layer: linear
+decoder: mean_logit
+losses:
+  - name: {name}
+    conf:
+      weight: 0.9
+"""
+
+
+@pytest.mark.parametrize("name", ESPNET_NAMES)
+def test_yaml_config_selects_every_registered_loss(asvspoof_task, tmp_path, monkeypatch, name):
+    """A config naming a registered loss by its ESPnet name builds the model with
+    that loss, its centres sized by the encoder whatever the name (ESPnet's task
+    passes enc_dim only to names that contain "softmax"), trained as the reference.
+    The decoder is this file's MeanLogitDecoder (ESPnet 202511's only one,
+    LinearDecoder, returns None), added to the task's choices for the test."""
+    from spoofloss.espnet_train import SpooflossASVSpoofTask, loss_classes
+
+    monkeypatch.setattr(asvspoof_task.decoder_choices, "classes",
+                        dict(asvspoof_task.decoder_choices.classes, mean_logit=MeanLogitDecoder))
+    config = tmp_path / "train_asvspoof.yaml"
+    config.write_text(GENERIC_YAML_CONFIG.format(feat_dim=FEAT_DIM, enc_dim=ENC_DIM, name=name))
+    args = SpooflossASVSpoofTask.get_parser().parse_args(["--config", str(config)])
+    model = SpooflossASVSpoofTask.build_model(args)
+    loss_fn = model.losses[name]
+    assert type(loss_fn) is loss_classes()[name] and loss_fn.weight == 0.9
+    if spec_of(loss_fn).family == "cosine":
+        assert centres_of(loss_fn).shape[1] == ENC_DIM
+        assert any(p is centres_of(loss_fn) for p in model.parameters())
+    model = model.to(torch.float64).eval()
+    speech, lengths, label = make_batch(dtype=torch.float64)
+    check_against_reference(model, name, speech, lengths, label, use_lengths=True)
+
+
+def test_yaml_config_gives_enc_dim_to_a_loss_without_softmax_in_its_name(asvspoof_task, tmp_path, monkeypatch):
+    """ESPnet's task passes enc_dim only to loss names containing "softmax";
+    spoofloss.espnet_train builds a registered loss with centres under any other
+    name again with it (shown with OCSoftmaxLoss registered for the test under a
+    second name)."""
+    from spoofloss.espnet_train import SpooflossASVSpoofTask
+
+    spec = LOSSES["oc_softmax"]
+    monkeypatch.setitem(LOSSES, "one_class", dataclasses.replace(spec, name="one_class", espnet_name="one_class_loss"))
+    monkeypatch.setattr(asvspoof_task.decoder_choices, "classes",
+                        dict(asvspoof_task.decoder_choices.classes, mean_logit=MeanLogitDecoder))
+    config = tmp_path / "train_asvspoof.yaml"
+    config.write_text(GENERIC_YAML_CONFIG.format(feat_dim=FEAT_DIM, enc_dim=ENC_DIM, name="one_class_loss"))
+    model = SpooflossASVSpoofTask.build_model(SpooflossASVSpoofTask.get_parser().parse_args(["--config", str(config)]))
+    assert model.trained_loss_name == "one_class_loss"
+    assert tuple(model.losses["one_class_loss"].center.shape) == (1, ENC_DIM)
 
 
 def test_espnet_trainer_steps_and_saves_the_centre(asvspoof_task, tmp_path, monkeypatch):

@@ -21,7 +21,9 @@ import spoofloss
 from spoofloss import ops
 from spoofloss import reference as R
 
-from conftest import assert_matches, make_lengths, runs_cuda_kernels
+from helpers.devices import runs_cuda_kernels
+from helpers.inputs import make_lengths
+from helpers.tolerance import assert_matches
 
 pytestmark = pytest.mark.usefixtures("poison")
 

@@ -13,7 +13,7 @@ import torch
 
 from spoofloss import reference as R
 
-from conftest import make_labels, make_lengths
+from helpers.inputs import make_labels, make_lengths
 
 
 def np_pool(emb, lengths):
@@ -83,7 +83,7 @@ def test_am_softmax_is_cross_entropy():
     latter is accurate, and keeps full relative accuracy where it is not."""
     emb, c, label, lengths = inputs(batch=32)
     emb.requires_grad_()
-    cos = R._cosines(emb, c, lengths)
+    cos = R.cosines(emb, c, lengths)
     logits = 20.0 * (cos - 0.5 * torch.nn.functional.one_hot(label, 2).double())
     ce = torch.nn.functional.cross_entropy(logits, label, reduction="none")
     out = R.am_softmax_loss(label, emb, c, lengths, reduction="none")

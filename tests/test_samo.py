@@ -22,7 +22,10 @@ import spoofloss
 from spoofloss import ops
 from spoofloss import reference as R
 
-from conftest import assert_matches, cpu, f64, make_labels, make_lengths, natural_scales, randn, runs_cuda_kernels
+from helpers.devices import runs_cuda_kernels
+from helpers.inputs import cpu, f64, make_labels, make_lengths, randn
+from helpers.steps import natural_scales
+from helpers.tolerance import assert_matches
 
 pytestmark = pytest.mark.usefixtures("poison")
 

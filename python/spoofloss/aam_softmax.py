@@ -24,7 +24,7 @@ class AAMSoftmaxLoss(CosineMarginLoss):
     SpeechBrain's AdditiveAngularMargin and InsightFace). With ``easy_margin``,
     phi = cos(theta + m) where cos theta > 0, else cos theta. Computed without
     acos and without NaN at cos = +-1 (or a cosine rounded past 1): sin theta is
-    sqrt(max(1 - cos^2, 1e-7)), which moves nothing for theta above 3.2e-4 rad
+    sqrt(max(1 - cos^2, 1e-6)), which moves nothing for theta above 1e-3 rad
     (README, "AAM-softmax").
 
     Centre k belongs to class k (label value k); the bona fide class is

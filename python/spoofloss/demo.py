@@ -1,20 +1,22 @@
 """Train a toy spoofing countermeasure with each spoofloss loss, fused vs reference.
 
-    python -m spoofloss.demo [--device cpu|cuda] [--epochs 4] [--steps 15] [--seed 0]
+    python -m spoofloss.demo [--device cpu|cuda] [--epochs 4] [--steps 15] [--seed 0] [--losses a,b]
 
 Synthetic data: utterances of random length in [T/4, T] frames of D features; bona
 fide frames scatter around one direction, spoof frames around another. The padded
 frames after each utterance's length hold garbage that points at the *other* class,
 so a loss that ignored ``lengths`` would learn the wrong thing.
 
-Model: a per-frame encoder (Linear + tanh). For ``BinaryLoss`` a head mean-pools the
-valid frames and maps them to one logit; ``AMSoftmaxLoss`` and ``OCSoftmaxLoss`` take
-the frame embeddings and the lengths themselves (they pool inside the fused kernel).
+Model: a per-frame encoder (Linear + tanh). For a loss on logits (``BinaryLoss``) a
+head mean-pools the valid frames and maps them to one logit; the cosine losses
+(``AMSoftmaxLoss``, ``OCSoftmaxLoss``, ...) take the frame embeddings and the lengths
+themselves (they pool inside the fused kernel).
 
-For each loss, the fused module (``spoofloss.*``) and its plain-PyTorch counterpart
-(``spoofloss.reference.*``) train side by side from the same initial weights on the
-same batches; the demo prints each one's loss (and, when ``spoofloss.metrics`` is
-available, the EER of the loss's score) per epoch, and the training steps per second.
+The losses are those of ``spoofloss.registry`` (every registered loss in its default
+configuration, or the ones ``--losses`` names). For each, the fused module and its
+plain-PyTorch twin from ``spoofloss.reference`` train side by side from the same
+initial weights on the same batches; the demo prints each one's loss and the EER of
+the loss's score (``spoofloss.metrics``) per epoch, and the training steps per second.
 """
 
 from __future__ import annotations
@@ -27,12 +29,8 @@ import torch
 import torch.nn as nn
 
 import spoofloss
-from spoofloss import reference
-
-try:  # streaming detection metrics (optional)
-    from spoofloss.metrics import DetectionMetrics
-except ImportError:  # pragma: no cover - depends on the installed package
-    DetectionMetrics = None
+from spoofloss.metrics import DetectionMetrics
+from spoofloss.registry import LOSSES
 
 
 # --------------------------------------------------------------------------- data
@@ -95,7 +93,7 @@ class PooledLogitHead(nn.Module):
 
 
 class Trainee:
-    """Encoder (+ head for the binary loss) + loss module + optimizer."""
+    """Encoder (+ head for a loss on logits) + loss module + optimizer."""
 
     def __init__(self, loss: nn.Module, encoder: nn.Module, head: nn.Module | None, lr: float):
         self.loss, self.encoder, self.head = loss, encoder, head
@@ -107,11 +105,11 @@ class Trainee:
     def step(self, x, label, lengths):
         """One optimisation step; returns (loss, score) as detached tensors (no host sync)."""
         emb = self.encoder(x)
-        if self.head is not None:  # BinaryLoss: loss(pred, label), score(pred)
+        if self.head is not None:  # a loss on logits: loss(pred, label), score(pred)
             pred = self.head(emb, lengths)
             loss = self.loss(pred, label)
             score = self.loss.score(pred.detach())
-        else:  # AM-/OC-softmax: loss(label, emb, lengths), score(emb, lengths)
+        else:  # a cosine loss: loss(label, emb, lengths), score(emb, lengths)
             loss = self.loss(label, emb, lengths)
             with torch.no_grad():
                 score = self.loss.score(emb.detach(), lengths)
@@ -121,19 +119,12 @@ class Trainee:
         return loss.detach(), score
 
 
-def make_pair(kind: str, feat_dim: int, enc_dim: int, lr: float, seed: int, device):
-    """The fused and the reference trainee, with identical initial weights."""
+def make_pair(name: str, feat_dim: int, enc_dim: int, lr: float, seed: int, device):
+    """The fused and the reference trainee of a registered loss, with identical initial weights."""
     torch.manual_seed(seed)
-    if kind == "binary":
-        fused_loss, ref_loss = spoofloss.BinaryLoss(), reference.BinaryLoss()
-        head = PooledLogitHead(enc_dim)
-    elif kind == "am_softmax":
-        fused_loss, ref_loss = spoofloss.AMSoftmaxLoss(enc_dim=enc_dim), reference.AMSoftmaxLoss(enc_dim=enc_dim)
-        head = None
-    else:
-        fused_loss, ref_loss = spoofloss.OCSoftmaxLoss(enc_dim=enc_dim), reference.OCSoftmaxLoss(enc_dim=enc_dim)
-        head = None
-    ref_loss.load_state_dict(fused_loss.state_dict())  # same centres
+    spec = LOSSES[name]
+    fused_loss, ref_loss = spec.build(None, enc_dim=enc_dim)  # the twin holds the same centres
+    head = PooledLogitHead(enc_dim) if spec.family == "logits" else None
     encoder = FrameEncoder(feat_dim, enc_dim)
     fused = Trainee(fused_loss.to(device), encoder.to(device), head.to(device) if head else None, lr)
     ref = Trainee(
@@ -151,21 +142,16 @@ def sync(device):
 
 
 # --------------------------------------------------------------------------- main
-def run_loss(kind, data, args, device):
-    fused, ref = make_pair(kind, data.feat_dim, args.enc_dim, args.lr, args.seed, device)
-    name = fused.loss.name
-    print(f"\n== {type(fused.loss).__name__} ({name}) ==")
-    has_eer = DetectionMetrics is not None
-    header = f"{'epoch':>5} {'loss fused':>11} {'loss ref':>11} {'|diff|':>9}"
-    if has_eer:
-        header += f" {'EER fused':>10} {'EER ref':>9}"
-    print(header)
+def run_loss(name, data, args, device):
+    fused, ref = make_pair(name, data.feat_dim, args.enc_dim, args.lr, args.seed, device)
+    print(f"\n== {type(fused.loss).__name__} ({name}; ESPnet name {fused.loss.name}) ==")
+    print(f"{'epoch':>5} {'loss fused':>11} {'loss ref':>11} {'|diff|':>9} {'EER fused':>10} {'EER ref':>9}")
 
     elapsed = {"fused": 0.0, "ref": 0.0}
     steps_done = 0
     for epoch in range(1, args.epochs + 1):
         sums = {"fused": torch.zeros((), device=device), "ref": torch.zeros((), device=device)}
-        metrics = {k: DetectionMetrics() for k in ("fused", "ref")} if has_eer else None
+        metrics = {k: DetectionMetrics() for k in ("fused", "ref")}
         for step in range(args.steps):
             x, label, lengths = data.batch_at((epoch - 1) * args.steps + step, device)
             for key, trainee in (("fused", fused), ("ref", ref)):
@@ -175,15 +161,11 @@ def run_loss(kind, data, args, device):
                 sync(device)
                 elapsed[key] += time.perf_counter() - t0
                 sums[key] += loss
-                if has_eer:
-                    metrics[key].update(score, label)
+                metrics[key].update(score, label)
             steps_done += 1
         lf, lr_ = (sums[k].item() / args.steps for k in ("fused", "ref"))
-        line = f"{epoch:>5} {lf:>11.5f} {lr_:>11.5f} {abs(lf - lr_):>9.2e}"
-        if has_eer:
-            ef, er = (metrics[k].compute()["eer"] for k in ("fused", "ref"))
-            line += f" {100 * ef:>9.2f}% {100 * er:>8.2f}%"
-        print(line)
+        ef, er = (metrics[k].compute()["eer"] for k in ("fused", "ref"))
+        print(f"{epoch:>5} {lf:>11.5f} {lr_:>11.5f} {abs(lf - lr_):>9.2e} {100 * ef:>9.2f}% {100 * er:>8.2f}%")
 
     sps = {k: steps_done / v if v > 0 else float("inf") for k, v in elapsed.items()}
     print(
@@ -204,21 +186,21 @@ def main(argv=None):
     parser.add_argument("--enc-dim", type=int, default=128, help="embedding size (default 128)")
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--losses", default="binary,am_softmax,oc_softmax",
-                        help="comma-separated subset of binary,am_softmax,oc_softmax")
+    parser.add_argument("--losses", default=",".join(LOSSES),
+                        help=f"comma-separated registered losses (default: all, {','.join(LOSSES)})")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.steps < 1:
         parser.error("--epochs and --steps must be at least 1")
-    kinds = [k.strip() for k in args.losses.split(",") if k.strip()]
-    for k in kinds:
-        if k not in ("binary", "am_softmax", "oc_softmax"):
-            parser.error(f"unknown loss {k!r} in --losses")
+    names = [k.strip() for k in args.losses.split(",") if k.strip()]
+    for name in names:
+        if name not in LOSSES:
+            parser.error(f"unknown loss {name!r} in --losses; registered: {', '.join(LOSSES)}")
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but torch.cuda.is_available() is False")
 
-    info = spoofloss.build_info() if hasattr(spoofloss, "build_info") else {}
+    info = spoofloss.build_info()
     print(
         f"spoofloss {spoofloss.__version__} demo on {device} | torch {torch.__version__}, "
         f"{torch.get_num_threads()} CPU threads | build: {info}"
@@ -228,13 +210,11 @@ def main(argv=None):
         f"[{max(1, args.frames // 4)}, {args.frames}], padding = adversarial garbage), "
         f"{args.feat_dim} features; {args.epochs} epochs x {args.steps} steps"
     )
-    if DetectionMetrics is None:
-        print("(spoofloss.metrics not available: EER columns left out)")
 
     data = SyntheticSpoofData(args.batch, args.frames, args.feat_dim, seed=args.seed)
     start = time.perf_counter()
-    for kind in kinds:
-        run_loss(kind, data, args, device)
+    for name in names:
+        run_loss(name, data, args, device)
     print(f"\ndone in {time.perf_counter() - start:.1f} s")
 
 

@@ -20,9 +20,17 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 
 from .cosine import CosineMarginLoss
 from .espnet import register_losses, register_with_espnet
+from .registry import LOSSES, by_espnet_name
 
-# ESPnet's model trains one loss, the first of these that is configured; so does this one.
-LOSS_PRECEDENCE = ("oc_softmax_loss", "am_softmax_loss", "binary_loss")
+# ESPnet's model trains one loss, the first of its three that is configured; so does
+# this one, and after those the first configured of the other registered losses.
+ESPNET_PRECEDENCE = ("oc_softmax_loss", "am_softmax_loss", "binary_loss")
+
+
+def loss_precedence() -> tuple:
+    """The names of the losses this model can train, in its order of preference."""
+    return ESPNET_PRECEDENCE + tuple(
+        spec.espnet_name for spec in LOSSES.values() if spec.espnet_name not in ESPNET_PRECEDENCE)
 
 
 class SpooflossASVSpoofModel(ESPnetASVSpoofModel):
@@ -37,15 +45,16 @@ class SpooflossASVSpoofModel(ESPnetASVSpoofModel):
     * AM/OC-softmax get ``encoder_out_lens``: the time mean covers each
       utterance's valid frames only.
     * The score behind the ``acc`` stat comes from the loss being trained, in
-      the same fused pass as the loss; the decoder runs only for binary_loss,
-      the one loss that reads its output (ESPnet's model discards it otherwise).
+      the same fused pass as the loss; the decoder runs only for a loss on
+      logits (binary_loss), the only ones that read its output (ESPnet's model
+      discards it otherwise).
     """
 
     def __init__(self, frontend, specaug, normalize, encoder, preencoder, decoder, losses):
         # ESPnet's typeguard check of `losses` needs the virtual-subclass registration
         register_with_espnet()
-        if not any(name in losses for name in LOSS_PRECEDENCE):
-            raise ValueError(f"losses must hold one of {LOSS_PRECEDENCE}; got {sorted(losses)}")
+        if not any(name in losses for name in loss_precedence()):
+            raise ValueError(f"losses must hold one of {loss_precedence()}; got {sorted(losses)}")
         super().__init__(
             frontend=frontend, specaug=specaug, normalize=normalize, encoder=encoder, preencoder=preencoder,
             decoder=decoder, losses=losses,
@@ -63,7 +72,7 @@ class SpooflossASVSpoofModel(ESPnetASVSpoofModel):
     @property
     def trained_loss_name(self) -> str:
         """The key of the loss that forward trains (ESPnet's order of preference)."""
-        return next(name for name in LOSS_PRECEDENCE if name in self.losses)
+        return next(name for name in loss_precedence() if name in self.losses)
 
     def forward(
         self,
@@ -81,7 +90,7 @@ class SpooflossASVSpoofModel(ESPnetASVSpoofModel):
 
         name = self.trained_loss_name
         loss_fn = self.losses[name]
-        if name == "binary_loss":
+        if by_espnet_name()[name].family == "logits":
             pred = self.decoder(encoder_out, encoder_out_lens)
             loss = loss_fn(pred, label)
         elif isinstance(loss_fn, CosineMarginLoss):

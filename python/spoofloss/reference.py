@@ -588,7 +588,7 @@ __all__ += [
 # sin(theta) = sqrt(max(1 - cos^2, floor)) in the angular margin: a finite
 # derivative at cos = +-1 and no NaN for a cosine rounded past 1 (why this
 # number: csrc/cosine_losses.h, kAngularSineSquaredFloor).
-ANGULAR_SINE_SQUARED_FLOOR = 1e-7
+ANGULAR_SINE_SQUARED_FLOOR = 1e-6
 
 
 def angular_margin_logit(c: torch.Tensor, margin: torch.Tensor, easy_margin: bool = False) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """The loss benchmark's output: the terminal table, the performance targets, the plot.
 
-Everything here reads the run dictionary that bench_losses.py saves as JSON, so
-``--plot-only`` can redo all of it from a saved file.
+Everything here reads the run record (record.py) that bench_losses.py saves as
+JSON, so ``--plot-only`` can redo all of it from a saved file (records written
+before the registry, with losses "am" / "oc" / "binary", read as well).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from typing import Optional
 from harness import format_bytes, format_time
 
 PROVIDER_ORDER = ("spoofloss", "eager", "compile")
-COSINE_LOSSES = ("am", "oc")
 OUTPUT_DIFF_WARNING = 1e-3  # relative difference from eager's output that deserves a warning
 
-# The project's targets. CPU ones are speed-ups of spoofloss in float32 train mode
-# (AM and OC), written for 2 threads; GPU ones are fractions of copy bandwidth.
+# The project's targets, for every cosine loss. CPU ones are speed-ups of spoofloss in
+# float32 train mode, written for 2 threads; GPU ones are fractions of copy bandwidth.
+# A configuration with more centres than its loss's default (e.g. 64) keeps its train
+# step within CENTRES_STEP_RATIO of the default's at the same size.
 CPU_SPEEDUP_TARGETS = (
     ((8, 50, 64), (("eager", 4.0),)),
     ((32, 200, 128), (("eager", 3.0), ("compile", 1.0))),
@@ -27,6 +29,16 @@ CPU_TARGET_THREADS = 2
 GPU_SPEEDUP_TARGETS = (((32, 200, 128), (("eager", 10.0), ("compile", 2.0))),)
 GPU_BANDWIDTH_MIN_EMB_BYTES = 64 << 20  # "once emb >= 64 MB" (read as MiB)
 GPU_FLOOR_FRACTION = {"train": 0.80, "score": 0.85}
+CENTRES_STEP_RATIO = 1.5
+
+
+def family(case: dict) -> str:
+    """"cosine" or "logits" (records written before the registry have no family)."""
+    return case.get("family") or ("logits" if case["loss"] == "binary" else "cosine")
+
+
+def configuration(case: dict) -> str:
+    return case.get("configuration") or case["loss"]
 
 
 # --------------------------------------------------------------------------- numbers
@@ -122,10 +134,10 @@ def _print_summary(cases: list[dict]) -> None:
 def evaluate_targets(run: dict) -> list[dict]:
     """Each target the run can judge, as {target, case, value, need, passed}; passed is
     None where the run lacks the case or the provider the target needs."""
-    cases = [c for c in run["cases"] if c["loss"] in COSINE_LOSSES]
+    cases = [c for c in run["cases"] if family(c) == "cosine"]
     if run["device"]["type"] == "cuda":
-        return _speedup_targets(cases, GPU_SPEEDUP_TARGETS, "gpu") + _bandwidth_targets(cases)
-    results = _speedup_targets(cases, CPU_SPEEDUP_TARGETS, "cpu")
+        return _speedup_targets(cases, GPU_SPEEDUP_TARGETS, "gpu") + _bandwidth_targets(cases) + _centres_targets(cases)
+    results = _speedup_targets(cases, CPU_SPEEDUP_TARGETS, "cpu") + _centres_targets(cases)
     for case in cases:
         if case["mode"] == "train" and case["dtype"] == "float32":
             ratio = autograd_ratio(case, "spoofloss")
@@ -136,9 +148,11 @@ def evaluate_targets(run: dict) -> list[dict]:
 
 
 def _speedup_targets(cases, targets, device: str) -> list[dict]:
+    """Speed-up targets for the default configurations (a variant's cost is judged against them)."""
     results = []
+    defaults = [c for c in cases if not c.get("variant")]
     for size, needs in targets:
-        matching = [c for c in cases if c["mode"] == "train" and c["dtype"] == "float32" and _size(c) == size]
+        matching = [c for c in defaults if c["mode"] == "train" and c["dtype"] == "float32" and _size(c) == size]
         for other, factor in needs:
             # "faster than compile" is a speed-up above 1; the others are "at least"
             need = f"> {factor:g}x" if factor == 1.0 else f">= {factor:g}x"
@@ -163,6 +177,26 @@ def _bandwidth_targets(cases) -> list[dict]:
             value = floor_fraction(case, "spoofloss")
             results.append(_target(name, case["label"], value, f">= {fraction:.0%}",
                                    None if value is None else value >= fraction))
+    return results
+
+
+def _centres_targets(cases) -> list[dict]:
+    """A variant with more centres than its loss's default: its train step against the default's."""
+    results = []
+    for case in cases:
+        if not case.get("variant") or case["mode"] != "train" or case["dtype"] != "float32":
+            continue
+        default = next((c for c in cases if c["loss"] == case["loss"] and not c.get("variant")
+                        and (c["mode"], c["dtype"], c["lengths"], _size(c)) ==
+                        (case["mode"], case["dtype"], case["lengths"], _size(case))), None)
+        if default is None or case.get("centers", 0) <= default.get("centers", 0):
+            continue
+        ours, theirs = median(case, "spoofloss"), median(default, "spoofloss")
+        ratio = ours / theirs if ours and theirs else None
+        name = (f"train: {case['configuration']} (C={case['centers']}) <= {CENTRES_STEP_RATIO}x the default "
+                f"(C={default['centers']})")
+        results.append(_target(name, case["label"], ratio, f"<= {CENTRES_STEP_RATIO}",
+                               None if ratio is None else ratio <= CENTRES_STEP_RATIO))
     return results
 
 
@@ -211,7 +245,7 @@ def plot(run: dict, path: str) -> bool:
     cases = [c for c in run["cases"] if any(not p.get("error") for p in c["providers"].values())]
     if not cases:
         return False
-    losses = [l for l in ("am", "oc", "binary") if any(c["loss"] == l for c in cases)]
+    losses = list(dict.fromkeys(configuration(c) for c in cases))
     modes = [m for m in ("forward", "train", "score") if any(c["mode"] == m for c in cases)]
     variants = sorted({(c["dtype"], c["lengths"]) for c in cases}, key=lambda v: (v[0] != "float32", not v[1]))
     style_of = {v: VARIANT_STYLES[i % len(VARIANT_STYLES)] for i, v in enumerate(variants)}
@@ -227,7 +261,7 @@ def plot(run: dict, path: str) -> bool:
     for row, loss in enumerate(losses):
         for col, mode in enumerate(modes):
             ax = axes[row][col]
-            panel = [c for c in cases if c["loss"] == loss and c["mode"] == mode]
+            panel = [c for c in cases if configuration(c) == loss and c["mode"] == mode]
             if not panel:
                 ax.set_visible(False)
                 continue
@@ -249,7 +283,7 @@ def plot(run: dict, path: str) -> bool:
                         color = PROVIDER_COLORS.get(name) or FLOOR_COLORS[name]
                         ax.plot(*zip(*points), style, color=color, marker="x" if "floor" in name else "o",
                                 markersize=3, linewidth=1 if "floor" in name else 1.5)
-            ax.set_xlabel("B*T logits" if loss == "binary" else "B*T*D", fontsize=8)
+            ax.set_xlabel("B*T logits" if family(panel[0]) == "logits" else "B*T*D", fontsize=8)
             if col == 0:
                 ax.set_ylabel("seconds per step", fontsize=8)
     fig.legend(handles=handles, loc="lower center", ncol=legend_columns, fontsize=8, frameon=False)
