@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # README's test command.
 #
-#   bash scripts/test.sh --quick [PYTEST_ARGS]   the inner loop: one build, the whole suite
-#   bash scripts/test.sh [PYTEST_ARGS]           everything CI runs (.ci/run)
+#   bash scripts/test.sh --quick [PYTEST_ARGS]       the inner loop: one build, the whole suite
+#   bash scripts/test.sh [PYTEST_ARGS]               everything CI runs (.ci/run)
+#   bash scripts/test.sh --stage 4 [--stage 5] ...   only those stages of the full run
 #
 # --quick builds the variant that runs the most kernel code on this machine (the
 # CUDA build where torch sees a GPU, else the emulated-CUDA build), only when the
@@ -17,39 +18,63 @@
 #      else the op and module tests (stages 2 and 3 cover the kernels without one);
 #   2. CPU-only build from a clean build folder, the whole suite;
 #   3. emulated-CUDA build (the CUDA kernels on an emulated device, for CPU
-#      tensors): the whole suite (scheduling seed 1, 132 multiprocessors) with every
-#      kernel required to have run with every dtype, then the parity tests under
-#      seed 2 and 108 multiprocessors;
+#      tensors): the suite but the tests that call no compiled op (stages 2 and 6
+#      run those), scheduling seed 1 and 132 multiprocessors, with every kernel
+#      required to have run with every dtype; then the parity tests under seed 2
+#      and 108 multiprocessors;
 #   4. the emulated build with AddressSanitizer + UBSan: the parity tests;
 #   5. the CMake build of the op library (CPU only) and its tests (ctest): the
 #      library loaded into Python with torch.ops.load_library, and linked into a
 #      C++ program, each calling the ops on data against independent results;
 #   6. scripts/check_wheel.sh: a wheel built in a clean copy against a second torch
 #      release, installed into a fresh venv, and the suite run against it.
-# It ends with the build bench.sh and demo.sh use on this machine installed (the
-# CUDA build where a GPU is, else the CPU-only one: the one built in stage 1 or 2,
-# set aside then), never a sanitized library, which aborts any Python that
+# Stages 5 and 6 touch neither the installed library nor the build folders of 1-4,
+# so the full run starts them in a second process beside 1-4 (a second lane: the
+# tests of one lane mostly use one core while the other compiles), logs them to a
+# file and prints that log when they are done.
+# The run ends with the build bench.sh and demo.sh use on this machine installed
+# (the CUDA build where a GPU is, else the CPU-only one: the one built in stage 1
+# or 2, set aside then), never a sanitized library, which aborts any Python that
 # imports it without the sanitizer runtimes preloaded.
 #
 # Extra arguments go to pytest (e.g. scripts/test.sh --quick -k binary -x).
-# Environment: TORCH_CUDA_ARCH_LIST, MAX_JOBS, NVCC_THREADS (see setup.py),
-# SPOOFLOSS_SKIP_CUDA=1 skips stage 1; check_wheel.sh's own (WHEEL_TORCH ...).
+# Environment: TORCH_CUDA_ARCH_LIST, MAX_JOBS (default here: the number of cores,
+# per lane), NVCC_THREADS (see setup.py), SPOOFLOSS_SKIP_CUDA=1 skips stage 1;
+# check_wheel.sh's own (WHEEL_TORCH ...).
 
 # The tests that compare every op against the float64 reference: the ones the
 # emulated build repeats under a second seed and under the sanitizers.
 PARITY_TESTS=(tests/test_ops.py tests/test_losses.py tests/test_modules.py tests/test_emulation.py)
+# The tests that call no compiled op (spoofloss.metrics and the float64 reference
+# alone): what they check does not change with the build variant, so the CPU-only
+# build (stage 2) and the wheel (stage 6) run them and the emulated build does not.
+KERNEL_FREE_TESTS=(tests/test_metrics*.py tests/test_reference.py)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 QUICK=0
-if [ "${1:-}" = --quick ]; then
-    QUICK=1
-    shift
+STAGES=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1; shift ;;
+        --stage) STAGES="$STAGES ${2:?--stage needs a number, 1 to 6}"; shift 2 ;;
+        --stage=*) STAGES="$STAGES ${1#--stage=}"; shift ;;
+        *) break ;;
+    esac
+done
+LANES=0
+if [ $QUICK = 0 ] && [ -z "$STAGES" ]; then
+    STAGES="1 2 3 4"  # and 5 6 in the second lane
+    LANES=1
 fi
+wants() { [[ " $STAGES " == *" $1 "* ]]; }
+
 T_START=$SECONDS
 STAGE=setup
 STAGE_T0=$SECONDS
 TIMINGS=()
+LANE_PID=""
+LANE_LOG=""
 
 stage() {
     STAGE="$1"
@@ -69,9 +94,14 @@ fail() {
 }
 on_exit() {
     local rc=$? so
+    # the second lane (its own process group) ends with this one
+    if [ -n "$LANE_PID" ] && kill -0 "$LANE_PID" 2>/dev/null; then
+        kill -- "-$LANE_PID" 2>/dev/null || true
+        echo "stopped stages 5 and 6 (log: $LANE_LOG)" >&2
+    fi
     # a sanitized library must not stay installed (a failure in stage 4 would leave it)
     so="$(ls python/spoofloss/_C*.so 2>/dev/null | head -n 1 || true)"
-    if [ -n "$so" ] && grep -aq 'libasan\.so' "$so"; then
+    if wants 4 && [ -n "$so" ] && grep -aq 'libasan\.so' "$so"; then
         rm -f python/spoofloss/_C*.so
         echo "removed the sanitized library $so (it aborts any Python that imports it without the" \
              "sanitizer runtimes); the next bench.sh, demo.sh or test.sh --quick rebuilds" >&2
@@ -102,7 +132,8 @@ has_gpu() {
 # is, else the CPU-only one) is set aside when it is built, and put back at the end.
 KEPT=build/test-kept-library
 keep_library() {
-    rm -rf "$KEPT" && mkdir -p "$KEPT" && cp python/spoofloss/_C*.so python/spoofloss/_C.torch_version "$KEPT"/
+    # -p: the build's own time, which the staleness check compares with the sources
+    rm -rf "$KEPT" && mkdir -p "$KEPT" && cp -p python/spoofloss/_C*.so python/spoofloss/_C.torch_version "$KEPT"/
 }
 
 stage "environment"
@@ -111,11 +142,21 @@ source scripts/setup_env.sh
 # shellcheck source=scripts/build.sh
 source scripts/build.sh
 BUILD_TAG=test
-# the pinned espnet for tests/test_espnet_model.py (its packages with --no-deps: torch stays as it is)
-PYTHON=python bash scripts/install_espnet.sh || fail "installing the pinned espnet failed"
+export MAX_JOBS="${MAX_JOBS:-$(nproc)}"  # ninja's default, cores + 2, is too many with two lanes
+if [ $QUICK = 1 ] || wants 1 || wants 2 || wants 3 || wants 4; then
+    # the pinned espnet for tests/test_espnet_model.py (its packages with --no-deps: torch stays as it is)
+    PYTHON=python bash scripts/install_espnet.sh || fail "installing the pinned espnet failed"
+fi
 python -c 'import sys, torch; print(f"python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}), {torch.get_num_threads()} threads")'
 BUILD_LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/spoofloss-test.XXXXXX")"
 echo "build logs: $BUILD_LOG_DIR"
+if [ $LANES = 1 ]; then
+    LANE_LOG="$BUILD_LOG_DIR/stages-5-6.log"
+    # setsid: its own process group, so that on_exit can stop all of it
+    setsid bash scripts/test.sh --stage 5 --stage 6 "$@" >"$LANE_LOG" 2>&1 &
+    LANE_PID=$!
+    echo "stages 5 and 6 run beside stages 1-4 (log: $LANE_LOG; printed when they are done)"
+fi
 stage_done
 
 # ---------------------------------------------------------------- quick mode
@@ -136,6 +177,7 @@ if [ $QUICK = 1 ]; then
 fi
 
 # ---------------------------------------------------------------- 1. CUDA build
+if wants 1; then
 stage "1/6 CUDA build + device code check + pytest"
 torch_cuda="$(python -c 'import torch; print(torch.version.cuda or "")')"
 if [ "${SPOOFLOSS_SKIP_CUDA:-0}" = 1 ]; then
@@ -161,8 +203,10 @@ else
     fi
 fi
 stage_done
+fi
 
 # ---------------------------------------------------------------- 2. CPU-only build
+if wants 2; then
 stage "2/6 clean CPU-only build + pytest"
 # Clean: the CPU build's object folder, the built library, leftovers of
 # non-editable builds. (The other variants' objects live apart in build/temp-*:
@@ -172,17 +216,24 @@ build_variant cpu || fail "the CPU-only build failed"
 has_gpu || keep_library
 run_pytest "$@"
 stage_done
+fi
 
 # ---------------------------------------------------------------- 3. emulated CUDA
+if wants 3; then
 stage "3/6 emulated-CUDA build + pytest (2 seeds, 2 multiprocessor counts)"
 build_variant emulated || fail "the emulated build failed"
-echo "--- whole suite, scheduling seed 1, 132 multiprocessors (an H100 SXM)"
-SPOOFLOSS_EMULATION_SEED=1 SPOOFLOSS_EMULATED_MULTIPROCESSORS=132 SPOOFLOSS_REQUIRE_KERNEL_COVERAGE=1 run_pytest "$@"
+echo "--- the suite but ${KERNEL_FREE_TESTS[*]}: scheduling seed 1, 132 multiprocessors (an H100 SXM)"
+ignore=()
+for f in "${KERNEL_FREE_TESTS[@]}"; do ignore+=(--ignore="$f"); done
+SPOOFLOSS_EMULATION_SEED=1 SPOOFLOSS_EMULATED_MULTIPROCESSORS=132 SPOOFLOSS_REQUIRE_KERNEL_COVERAGE=1 \
+    run_pytest "${ignore[@]}" "$@"
 echo "--- parity tests, scheduling seed 2, 108 multiprocessors (an A100)"
 SPOOFLOSS_EMULATION_SEED=2 SPOOFLOSS_EMULATED_MULTIPROCESSORS=108 run_pytest "${PARITY_TESTS[@]}" "$@"
 stage_done
+fi
 
 # ---------------------------------------------------------------- 4. sanitizers
+if wants 4; then
 stage "4/6 emulated-CUDA build with AddressSanitizer + UBSan + parity tests"
 build_variant sanitized || fail "the sanitized build failed"
 # gradcheck and opcheck call each op hundreds of times on tiny inputs; what the
@@ -194,8 +245,10 @@ env $(sanitizer_env) SPOOFLOSS_EMULATION_SEED=3 python -m pytest -q -ra "${PARIT
     || fail "pytest failed under the sanitizers (an AddressSanitizer or UBSan report above, or a failing test)"
 rm -f python/spoofloss/_C*.so  # not a library to leave installed (see the end)
 stage_done
+fi
 
 # ---------------------------------------------------------------- 5. CMake build
+if wants 5; then
 stage "5/6 CMake build (CPU only) + ctest"
 cmake_log="$BUILD_LOG_DIR/cmake-configure.log"
 generator=()
@@ -210,23 +263,40 @@ if ! cmake -S . -B build/cmake "${generator[@]}" \
     fail "cmake configure failed; full log: $cmake_log"
 fi
 grep -E '^-- (spoofloss|Found Torch)' "$cmake_log" || true
-cmake --build build/cmake ${MAX_JOBS:+--parallel "$MAX_JOBS"} || fail "cmake build failed"
+cmake --build build/cmake --parallel "$MAX_JOBS" || fail "cmake build failed"
 (cd build/cmake && ctest --output-on-failure) || fail "a test of the CMake library failed"
 stage_done
+fi
 
 # ---------------------------------------------------------------- 6. wheel
+if wants 6; then
 stage "6/6 wheel: build, fresh venv, pytest against the installed package"
 bash scripts/check_wheel.sh "$@" || fail "the wheel check failed"
 stage_done
+fi
+
+# ---------------------------------------------------------------- the second lane
+if [ -n "$LANE_PID" ]; then
+    stage "stages 5 and 6 (second lane)"
+    lane_rc=0
+    wait "$LANE_PID" || lane_rc=$?
+    LANE_PID=""
+    sed 's/^/  | /' "$LANE_LOG"
+    [ $lane_rc = 0 ] || fail "stage 5 or 6 failed (exit $lane_rc; its log is above and in $LANE_LOG)"
+    while IFS= read -r line; do TIMINGS+=("$line"); done < <(grep -E '^--- [56]/6 ' "$LANE_LOG")
+    stage_done
+fi
 
 # ---------------------------------------------------------------- what stays installed
-stage "leave the build for bench.sh and demo.sh"
-rm -f python/spoofloss/_C*.so
-if [ -d "$KEPT" ]; then cp "$KEPT"/* python/spoofloss/; fi
-ensure_built auto || fail "rebuilding the library to leave installed failed"
-stage_done
+if wants 1 || wants 2 || wants 3 || wants 4; then
+    stage "leave the build for bench.sh and demo.sh"
+    rm -f python/spoofloss/_C*.so
+    if [ -d "$KEPT" ]; then cp -p "$KEPT"/* python/spoofloss/; fi
+    ensure_built auto || fail "rebuilding the library to leave installed failed"
+    stage_done
+fi
 
 echo
-echo "=== timings ==="
+echo "=== timings${LANE_LOG:+ (stages 5 and 6 ran beside 1-4: their times overlap)} ==="
 printf '%s\n' "${TIMINGS[@]}"
 echo "ALL STAGES PASSED in $((SECONDS - T_START)) s"
