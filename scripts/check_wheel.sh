@@ -191,8 +191,8 @@ from setuptools import build_meta
 print(sys.argv[1] + "/" + build_meta.prepare_metadata_for_build_wheel(sys.argv[1]), setuptools.__version__)
 ' "$WORK/old-meta" >"$WORK/old-meta.out" 2>"$WORK/old-meta.log") \
         || { tail -n 30 "$WORK/old-meta.log" >&2; fail "setuptools $MIN_SETUPTOOLS.* cannot build the metadata"; }
-    read -r meta_dir old_version <"$WORK/old-meta.out"
-    grep -qx 'License: MIT' "$meta_dir/METADATA" && grep -qx "Requires-Dist: torch==$WHEEL_TORCH" "$meta_dir/METADATA" \
+    read -r meta_dir old_version < <(tail -n 1 "$WORK/old-meta.out")  # after setuptools' own lines
+    grep -qx 'License: MIT' "$meta_dir/METADATA" && grep -Eqx "Requires-Dist: torch ?==$WHEEL_TORCH" "$meta_dir/METADATA" \
         || { cat "$meta_dir/METADATA" >&2; fail "setuptools $old_version wrote wrong metadata"; }
     echo "setuptools $old_version (MIN_SETUPTOOLS) builds the metadata too: License: MIT, Requires-Dist: torch==$WHEEL_TORCH"
 else
