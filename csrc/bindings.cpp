@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "cosine_losses.h"
 #include "cpu/row_loops.h"
 #ifdef SPOOFLOSS_CUDA_EMULATION
 #include "cuda/emulation/api.h"
@@ -31,6 +32,8 @@ void bind_emulation(pybind11::module_& parent) {
   m.def("seed", &emu::seed);
   m.def("set_multiprocessor_count", &emu::set_multiprocessor_count, "what the device reports as its SM count");
   m.def("multiprocessor_count", &emu::multiprocessor_count);
+  m.def("set_max_grid_x", &emu::set_max_grid_x, "the largest grid.x the device accepts");
+  m.def("max_grid_x", &emu::max_grid_x);
   m.def("reset_counters", &emu::reset_counters);
   m.def("counters", [] {
     const auto c = emu::counters();
@@ -45,6 +48,34 @@ void bind_emulation(pybind11::module_& parent) {
 }
 }  // namespace
 #endif
+
+namespace {
+
+// The cosine-margin loss table (cosine_losses.h) as Python sees it: the codes
+// spoofloss.ops passes to the ops come from here, never from a copy.
+pybind11::list cosine_loss_table() {
+  pybind11::list table;
+  for (int64_t code = 0; code < spoofloss::kLossCount; ++code) {
+    const auto& info = spoofloss::kLossInfo[code];
+    pybind11::dict row;
+    row["name"] = info.name;
+    row["code"] = code;
+    row["min_centers"] = info.min_centers;
+    row["max_centers"] = info.max_centers;
+    row["label_classes"] = info.classes == spoofloss::LabelClasses::kTwo ? "two" : "one_per_center";
+    row["default_score"] = spoofloss::kScoreRuleNames[static_cast<int64_t>(info.default_score)];
+    table.append(row);
+  }
+  return table;
+}
+
+pybind11::dict score_rules() {
+  pybind11::dict rules;
+  for (int64_t code = 0; code < spoofloss::kScoreRuleCount; ++code) rules[spoofloss::kScoreRuleNames[code]] = code;
+  return rules;
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "spoofloss compiled ops (registered under torch.ops.spoofloss)";
@@ -66,8 +97,14 @@ PYBIND11_MODULE(_C, m) {
     info["cuda_emulation"] = false;
 #endif
     info["sanitizers"] = SPOOFLOSS_SANITIZERS;
+    pybind11::list losses;
+    for (int64_t code = 0; code < spoofloss::kLossCount; ++code) losses.append(spoofloss::kLossInfo[code].name);
+    info["cosine_losses"] = losses;
+    info["max_centers"] = spoofloss::kMaxCenters;
     return info;
   });
+  m.def("cosine_loss_table", &cosine_loss_table, "one row per cosine-margin loss of csrc/cosine_losses.h");
+  m.def("score_rules", &score_rules, "score rule name -> code");
 #ifdef SPOOFLOSS_CUDA_EMULATION
   bind_emulation(m);
 #endif

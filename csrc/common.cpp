@@ -4,6 +4,8 @@
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
+#include <string>
+
 namespace spoofloss {
 namespace {
 
@@ -30,17 +32,18 @@ bool is_loadable(c10::ScalarType t) {
   }
 }
 
-int64_t expected_centers(Epilogue epilogue) {
-  return epilogue == Epilogue::kAMSoftmax ? 2 : 1;
-}
-
-void check_epilogue_and_reduction(int64_t epilogue, int64_t reduction) {
-  TORCH_CHECK_VALUE(
-      epilogue >= 0 && epilogue <= static_cast<int64_t>(Epilogue::kCosine),
-      "epilogue must be 0 (AM-softmax), 1 (OC-softmax) or 2 (cosine score), got ", epilogue);
+void check_reduction(int64_t reduction) {
   TORCH_CHECK_VALUE(
       reduction >= 0 && reduction <= static_cast<int64_t>(Reduction::kSum),
       "reduction must be 0 (none), 1 (mean) or 2 (sum), got ", reduction);
+}
+
+std::string loss_names() {
+  std::string names;
+  for (int64_t k = 0; k < kLossCount; ++k) {
+    names += (k ? ", " : "") + std::to_string(k) + " (" + kLossInfo[k].name + ")";
+  }
+  return names;
 }
 
 void check_same_device(const at::Tensor& reference, const char* reference_name, const at::Tensor& t, const char* name) {
@@ -52,7 +55,7 @@ void check_same_device(const at::Tensor& reference, const char* reference_name, 
 void check_label(const at::Tensor& label, const char* owner_name, const at::Tensor& owner, int64_t batch) {
   check_same_device(owner, owner_name, label, "label");
   TORCH_CHECK_VALUE(
-      is_loadable(label.scalar_type()), "label must hold 0/1 in an integer, bool or float dtype, got dtype ",
+      is_loadable(label.scalar_type()), "label must hold class indices in an integer, bool or float dtype, got dtype ",
       label.scalar_type());
   const bool column = label.dim() == 2 && label.size(1) == 1;
   TORCH_CHECK_VALUE(
@@ -72,7 +75,17 @@ void check_lengths(const at::Tensor& lengths, const at::Tensor& owner, const cha
       "] (one frame count per utterance), got shape ", lengths.sizes());
 }
 
-void check_centers(const at::Tensor& centers, Epilogue epilogue, int64_t target, int64_t dim) {
+void check_center_index(const at::Tensor& center_index, const at::Tensor& owner, const char* owner_name, int64_t batch) {
+  check_same_device(owner, owner_name, center_index, "center_index");
+  TORCH_CHECK_VALUE(
+      at::isIntegralType(center_index.scalar_type(), /*includeBool=*/false),
+      "center_index must be an integer tensor of centre indices (-1 for none), got dtype ", center_index.scalar_type());
+  TORCH_CHECK_VALUE(
+      center_index.dim() == 1 && center_index.size(0) == batch, "center_index must have shape [", batch,
+      "] (one centre index per utterance), got shape ", center_index.sizes());
+}
+
+void check_centers(const at::Tensor& centers, int64_t dim) {
   TORCH_CHECK_VALUE(
       is_supported_float(centers.scalar_type()), "centers must be float32, float64, float16 or bfloat16, got dtype ",
       centers.scalar_type());
@@ -80,17 +93,58 @@ void check_centers(const at::Tensor& centers, Epilogue epilogue, int64_t target,
   TORCH_CHECK_VALUE(
       centers.size(1) == dim, "centers have enc_dim ", centers.size(1), " but emb has D = ", dim,
       " (centers shape ", centers.sizes(), "); set enc_dim to the encoder's output size");
-  if (epilogue == Epilogue::kCosine) {
-    TORCH_CHECK_VALUE(
-        centers.size(0) >= 1 && centers.size(0) <= kMaxCenters, "centers must hold 1 to ", kMaxCenters,
-        " centres, got shape ", centers.sizes());
-    TORCH_CHECK_VALUE(
-        target >= 0 && target < centers.size(0), "center_index must lie in [0, ", centers.size(0), "), got ", target);
+  TORCH_CHECK_VALUE(
+      centers.size(0) >= 1 && centers.size(0) <= kMaxCenters, "centers must hold 1 to ", kMaxCenters,
+      " centres, got shape ", centers.sizes());
+}
+
+// The ops' integer arguments against the loss table (cosine_losses.h).
+// has_label: the loss op (and its backward) carry a label; the score op does not.
+void check_cosine_options(
+    int64_t loss, bool has_label, const at::Tensor& centers, bool has_center_index, int64_t bonafide_label,
+    int64_t score_rule, int64_t score_center, int64_t reduction) {
+  check_reduction(reduction);
+  const int64_t num_centers = centers.size(0);
+  if (loss == kNoLoss) {
+    TORCH_CHECK_VALUE(!has_label, "label must be None without a loss (loss = ", kNoLoss, ", the score), got a tensor");
   } else {
-    const int64_t want = expected_centers(epilogue);
+    TORCH_CHECK_VALUE(loss >= 0 && loss < kLossCount, "loss must be one of ", loss_names(), ", got ", loss);
+    TORCH_CHECK_VALUE(has_label, "label is required for the loss");
+    const LossInfo& info = kLossInfo[loss];
     TORCH_CHECK_VALUE(
-        centers.size(0) == want, "centers must have shape [", want, ", D] for this loss, got shape ", centers.sizes());
-    TORCH_CHECK_VALUE(target == 0 || target == 1, "bonafide_label must be 0 or 1, got ", target);
+        num_centers >= info.min_centers && num_centers <= info.max_centers, info.name, " needs ",
+        info.min_centers == info.max_centers ? std::to_string(info.min_centers)
+                                             : std::to_string(info.min_centers) + " to " +
+                                                 std::to_string(info.max_centers),
+        " centres, got centers of shape ", centers.sizes());
+    const int64_t classes = math::label_classes(info.classes, num_centers);
+    TORCH_CHECK_VALUE(
+        bonafide_label >= 0 && bonafide_label < classes, "bonafide_label must lie in [0, ", classes, ") for ",
+        info.name, " with ", num_centers, " centres, got ", bonafide_label);
+  }
+  TORCH_CHECK_VALUE(
+      score_rule >= 0 && score_rule < kScoreRuleCount, "score_rule must be one of 0 (center cosine), 1 (nearest "
+      "center), 2 (log posterior), 3 (utterance center), got ", score_rule);
+  TORCH_CHECK_VALUE(
+      score_center >= 0 && score_center < num_centers, "score_center (center_index of the score) must lie in [0, ",
+      num_centers, "), got ", score_center);
+  TORCH_CHECK_VALUE(
+      static_cast<ScoreRule>(score_rule) != ScoreRule::kUtteranceCenter || has_center_index,
+      "score_rule 3 (utterance center) needs center_index, one centre per utterance");
+}
+
+// The upstream gradient of a loss (or a score): [B] for reduction none, one
+// element otherwise, in a floating dtype (converted to the compute dtype).
+void check_grad_loss(const at::Tensor& grad, const char* name, int64_t reduction, int64_t batch) {
+  TORCH_CHECK_VALUE(
+      is_supported_float(grad.scalar_type()), name, " must be float32, float64, float16 or bfloat16, got dtype ",
+      grad.scalar_type());
+  if (reduction == static_cast<int64_t>(Reduction::kNone)) {
+    TORCH_CHECK_VALUE(
+        grad.dim() == 1 && grad.size(0) == batch, name, " must have shape [", batch, "] for reduction none, got ",
+        grad.sizes());
+  } else {
+    TORCH_CHECK_VALUE(grad.numel() == 1, name, " must be a scalar for a reduced loss, got ", grad.sizes());
   }
 }
 
@@ -101,11 +155,12 @@ void check_cosine_inputs(
     const at::Tensor& centers,
     const c10::optional<at::Tensor>& label,
     const c10::optional<at::Tensor>& lengths,
-    int64_t epilogue,
-    int64_t target,
+    const c10::optional<at::Tensor>& center_index,
+    int64_t loss,
+    int64_t bonafide_label,
+    int64_t score_rule,
+    int64_t score_center,
     int64_t reduction) {
-  check_epilogue_and_reduction(epilogue, reduction);
-  const auto kind = static_cast<Epilogue>(epilogue);
   TORCH_CHECK_VALUE(
       emb.dim() == 2 || emb.dim() == 3, "emb must have shape [B, T, D] or [B, D], got ", emb.dim(), "-D shape ",
       emb.sizes());
@@ -119,67 +174,71 @@ void check_cosine_inputs(
     TORCH_CHECK_VALUE(emb.size(1) > 0, "emb has T = 0 frames (shape ", emb.sizes(), ")");
   }
   check_same_device(emb, "emb", centers, "centers");
-  check_centers(centers, kind, target, emb.size(-1));
-  // The loss op carries a label; the score op (epilogue 2) does not.
-  TORCH_CHECK_VALUE(
-      label.has_value() == (kind != Epilogue::kCosine),
-      label.has_value() ? "cosine_margin_loss takes epilogue 0 (AM-softmax) or 1 (OC-softmax), got 2; use cosine_score"
-                        : "label is required for the loss");
-  if (label.has_value()) {
-    check_label(*label, "emb", emb, batch);
-  }
-  if (lengths.has_value()) {
-    check_lengths(*lengths, emb, "emb", batch);
-  }
+  check_centers(centers, emb.size(-1));
+  check_cosine_options(
+      loss, label.has_value(), centers, center_index.has_value(), bonafide_label, score_rule, score_center, reduction);
+  if (label.has_value()) check_label(*label, "emb", emb, batch);
+  if (lengths.has_value()) check_lengths(*lengths, emb, "emb", batch);
+  if (center_index.has_value()) check_center_index(*center_index, emb, "emb", batch);
 }
 
 void check_cosine_backward_inputs(
-    const at::Tensor& grad_loss,
+    const c10::optional<at::Tensor>& grad_loss,
+    const c10::optional<at::Tensor>& grad_score,
     const at::Tensor& pooled,
     const at::Tensor& centers,
     const c10::optional<at::Tensor>& label,
     const c10::optional<at::Tensor>& lengths,
+    const c10::optional<at::Tensor>& center_index,
     c10::IntArrayRef emb_sizes,
     c10::ScalarType emb_dtype,
-    int64_t epilogue,
-    int64_t target,
+    int64_t loss,
+    int64_t bonafide_label,
+    int64_t score_rule,
+    int64_t score_center,
     int64_t reduction) {
-  check_epilogue_and_reduction(epilogue, reduction);
-  const auto kind = static_cast<Epilogue>(epilogue);
+  // The sizes first: the kernels divide by D (chunk sizes), B (the mean) and T.
   TORCH_CHECK_VALUE(
       emb_sizes.size() == 2 || emb_sizes.size() == 3, "emb_sizes must describe a [B, T, D] or [B, D] emb, got ",
       emb_sizes);
   const int64_t batch = emb_sizes[0];
   const int64_t dim = emb_sizes.back();
   TORCH_CHECK_VALUE(
-      pooled.dim() == 2 && pooled.size(0) == batch && pooled.size(1) == dim, "pooled must have shape [", batch, ", ",
-      dim, "], got ", pooled.sizes());
+      batch > 0, "emb_sizes ", emb_sizes, " has an empty batch (B = ", batch, "); a loss needs at least one utterance");
+  TORCH_CHECK_VALUE(dim > 0, "emb_sizes ", emb_sizes, " has D = ", dim, "; D must be positive");
+  if (emb_sizes.size() == 3) {
+    TORCH_CHECK_VALUE(emb_sizes[1] > 0, "emb_sizes ", emb_sizes, " has T = ", emb_sizes[1], " frames; T must be positive");
+  }
   TORCH_CHECK_VALUE(
       is_supported_float(emb_dtype), "emb_dtype must be float32, float64, float16 or bfloat16, got ", emb_dtype);
   TORCH_CHECK_VALUE(
+      pooled.dim() == 2 && pooled.size(0) == batch && pooled.size(1) == dim, "pooled must have shape [", batch, ", ",
+      dim, "] (emb_sizes ", emb_sizes, "), got ", pooled.sizes());
+  TORCH_CHECK_VALUE(
       pooled.scalar_type() == compute_dtype(emb_dtype), "pooled has dtype ", pooled.scalar_type(),
       " but an emb of dtype ", emb_dtype, " accumulates in ", compute_dtype(emb_dtype));
-  check_same_device(pooled, "pooled", grad_loss, "grad_loss");
   check_same_device(pooled, "pooled", centers, "centers");
-  check_centers(centers, kind, target, dim);
-  if (reduction == static_cast<int64_t>(Reduction::kNone)) {
-    TORCH_CHECK_VALUE(
-        grad_loss.dim() == 1 && grad_loss.size(0) == batch, "grad_loss must have shape [", batch,
-        "] for reduction none, got ", grad_loss.sizes());
-  } else {
-    TORCH_CHECK_VALUE(grad_loss.numel() == 1, "grad_loss must be a scalar for a reduced loss, got ", grad_loss.sizes());
+  check_centers(centers, dim);
+  check_cosine_options(
+      loss, label.has_value(), centers, center_index.has_value(), bonafide_label, score_rule, score_center, reduction);
+  TORCH_CHECK_VALUE(
+      grad_loss.has_value() || grad_score.has_value(), "one of grad_loss and grad_score must be given");
+  if (grad_loss.has_value()) {
+    TORCH_CHECK_VALUE(loss != kNoLoss, "grad_loss must be None without a loss (loss = ", kNoLoss, ")");
+    check_same_device(pooled, "pooled", *grad_loss, "grad_loss");
+    check_grad_loss(*grad_loss, "grad_loss", reduction, batch);
   }
-  if (kind != Epilogue::kCosine) {
-    TORCH_CHECK_VALUE(label.has_value(), "label is required for the loss");
-    check_label(*label, "pooled", pooled, batch);
+  if (grad_score.has_value()) {
+    check_same_device(pooled, "pooled", *grad_score, "grad_score");
+    check_grad_loss(*grad_score, "grad_score", static_cast<int64_t>(Reduction::kNone), batch);
   }
-  if (lengths.has_value()) {
-    check_lengths(*lengths, pooled, "pooled", batch);
-  }
+  if (label.has_value()) check_label(*label, "pooled", pooled, batch);
+  if (lengths.has_value()) check_lengths(*lengths, pooled, "pooled", batch);
+  if (center_index.has_value()) check_center_index(*center_index, pooled, "pooled", batch);
 }
 
 void check_binary_inputs(const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
-  check_epilogue_and_reduction(0, reduction);
+  check_reduction(reduction);
   TORCH_CHECK_VALUE(
       is_supported_float(pred.scalar_type()), "pred must be float32, float64, float16 or bfloat16 logits, got dtype ",
       pred.scalar_type());
@@ -196,120 +255,105 @@ void check_binary_inputs(const at::Tensor& pred, const at::Tensor& label, int64_
 
 void check_binary_grad_loss(const at::Tensor& grad_loss, const at::Tensor& pred, int64_t reduction) {
   check_same_device(pred, "pred", grad_loss, "grad_loss");
-  if (reduction == static_cast<int64_t>(Reduction::kNone)) {
-    TORCH_CHECK_VALUE(
-        grad_loss.dim() == 1 && grad_loss.size(0) == pred.numel(), "grad_loss must have shape [", pred.numel(),
-        "] for reduction none, got ", grad_loss.sizes());
-  } else {
-    TORCH_CHECK_VALUE(grad_loss.numel() == 1, "grad_loss must be a scalar for a reduced loss, got ", grad_loss.sizes());
-  }
+  check_grad_loss(grad_loss, "grad_loss", reduction, pred.numel());
 }
 
 
 namespace {
-void describe_label_and_lengths(
-    CosineLayout& layout,
-    const c10::optional<at::Tensor>& label,
-    const c10::optional<at::Tensor>& lengths) {
+
+// The label, lengths and centre indices of a layout (its sizes set already).
+void describe_per_utterance(
+    CosineLayout& layout, int64_t loss, const c10::optional<at::Tensor>& label,
+    const c10::optional<at::Tensor>& lengths, const c10::optional<at::Tensor>& center_index) {
   if (label.has_value()) {
     layout.label = label->const_data_ptr();
     layout.label_dtype = label->scalar_type();
     layout.label_stride = label->stride(0);
+    layout.label_classes = math::label_classes(kLossInfo[loss].classes, layout.num_centers);
   }
   if (lengths.has_value()) {
     layout.lengths = lengths->const_data_ptr();
     layout.lengths_dtype = lengths->scalar_type();
     layout.lengths_stride = lengths->stride(0);
   }
-}
-}  // namespace
-
-CosineLayout describe_cosine_inputs(
-    const at::Tensor& emb,
-    int64_t num_centers,
-    const c10::optional<at::Tensor>& label,
-    const c10::optional<at::Tensor>& lengths) {
-  CosineLayout layout;
-  layout.batch = emb.size(0);
-  layout.dim = emb.size(-1);
-  layout.num_centers = num_centers;
-  layout.emb_stride_batch = emb.stride(0);
-  if (emb.dim() == 3) {
-    layout.frames = emb.size(1);
-    layout.emb_stride_time = emb.stride(1);
-  } else {
-    layout.frames = 1;
-    layout.emb_stride_time = 0;
+  if (center_index.has_value()) {
+    layout.center_index = center_index->const_data_ptr();
+    layout.center_index_dtype = center_index->scalar_type();
+    layout.center_index_stride = center_index->stride(0);
   }
-  describe_label_and_lengths(layout, label, lengths);
-  return layout;
 }
 
-CosineLayout describe_cosine_backward(
-    c10::IntArrayRef emb_sizes,
-    int64_t num_centers,
-    const c10::optional<at::Tensor>& label,
-    const c10::optional<at::Tensor>& lengths) {
-  // The gradient is written contiguous: strides follow from the sizes.
-  CosineLayout layout;
-  layout.batch = emb_sizes[0];
-  layout.dim = emb_sizes.back();
-  layout.frames = emb_sizes.size() == 3 ? emb_sizes[1] : 1;
-  layout.num_centers = num_centers;
-  layout.emb_stride_time = layout.dim;
-  layout.emb_stride_batch = layout.frames * layout.dim;
-  describe_label_and_lengths(layout, label, lengths);
-  return layout;
-}
+}  // namespace
 
 CosineForwardArgs prepare_cosine_forward(
     const at::Tensor& emb,
     const at::Tensor& centers,
     const c10::optional<at::Tensor>& label,
     const c10::optional<at::Tensor>& lengths,
-    int64_t epilogue,
-    int64_t target,
+    const c10::optional<at::Tensor>& center_index,
+    int64_t loss,
+    int64_t bonafide_label,
+    int64_t score_rule,
+    int64_t score_center,
     int64_t reduction) {
-  check_cosine_inputs(emb, centers, label, lengths, epilogue, target, reduction);
+  check_cosine_inputs(
+      emb, centers, label, lengths, center_index, loss, bonafide_label, score_rule, score_center, reduction);
   CosineForwardArgs args;
   args.emb = emb.stride(-1) == 1 ? emb : emb.contiguous();
   const auto dtype = compute_dtype(emb.scalar_type());
   args.centers = centers.to(dtype).contiguous();
-  args.layout = describe_cosine_inputs(args.emb, centers.size(0), label, lengths);
+  CosineLayout& layout = args.layout;
+  layout.batch = emb.size(0);
+  layout.dim = emb.size(-1);
+  layout.num_centers = centers.size(0);
+  layout.emb_stride_batch = args.emb.stride(0);
+  layout.frames = emb.dim() == 3 ? emb.size(1) : 1;
+  layout.emb_stride_time = emb.dim() == 3 ? args.emb.stride(1) : 0;
+  describe_per_utterance(layout, loss, label, lengths, center_index);
   const auto options = emb.options().dtype(dtype);
-  const int64_t batch = args.layout.batch;
-  if (label.has_value()) args.per_utterance = at::empty({batch}, options);
-  args.score = at::empty({batch}, options);
-  args.pooled = at::empty({batch, args.layout.dim}, options);
+  if (label.has_value()) args.per_utterance = at::empty({layout.batch}, options);
+  args.score = at::empty({layout.batch}, options);
+  args.pooled = at::empty({layout.batch, layout.dim}, options);
   return args;
 }
 
 CosineBackwardArgs prepare_cosine_backward(
-    const at::Tensor& grad_loss,
+    const c10::optional<at::Tensor>& grad_loss,
+    const c10::optional<at::Tensor>& grad_score,
     const at::Tensor& pooled,
     const at::Tensor& centers,
     const c10::optional<at::Tensor>& label,
     const c10::optional<at::Tensor>& lengths,
+    const c10::optional<at::Tensor>& center_index,
     c10::SymIntArrayRef emb_sym_sizes,
     c10::ScalarType emb_dtype,
-    int64_t epilogue,
-    int64_t target,
+    int64_t loss,
+    int64_t bonafide_label,
+    int64_t score_rule,
+    int64_t score_center,
     int64_t reduction) {
   const auto emb_sizes = C10_AS_INTARRAYREF_SLOW(emb_sym_sizes);
   check_cosine_backward_inputs(
-      grad_loss, pooled, centers, label, lengths, emb_sizes, emb_dtype, epilogue, target, reduction);
+      grad_loss, grad_score, pooled, centers, label, lengths, center_index, emb_sizes, emb_dtype, loss,
+      bonafide_label, score_rule, score_center, reduction);
   CosineBackwardArgs args;
   const auto dtype = pooled.scalar_type();
-  args.grad_loss = grad_loss.to(dtype).contiguous();
+  if (grad_loss.has_value()) args.grad_loss = grad_loss->to(dtype).contiguous();
+  if (grad_score.has_value()) args.grad_score = grad_score->to(dtype).contiguous();
   args.pooled = pooled.contiguous();
   args.centers = centers.to(dtype).contiguous();
-  args.layout = describe_cosine_backward(emb_sizes, centers.size(0), label, lengths);
+  // The gradient is written contiguous: strides follow from the sizes.
+  CosineLayout& layout = args.layout;
+  layout.batch = emb_sizes[0];
+  layout.dim = emb_sizes.back();
+  layout.frames = emb_sizes.size() == 3 ? emb_sizes[1] : 1;
+  layout.num_centers = centers.size(0);
+  layout.emb_stride_time = layout.dim;
+  layout.emb_stride_batch = layout.frames * layout.dim;
+  describe_per_utterance(layout, loss, label, lengths, center_index);
   args.grad_emb = at::empty(emb_sizes, pooled.options().dtype(emb_dtype));
   args.grad_centers = at::empty(centers.sizes(), pooled.options());
   args.centers_dtype = centers.scalar_type();
-  const bool is_score = static_cast<Epilogue>(epilogue) == Epilogue::kCosine;
-  args.bonafide_label = is_score ? 0 : target;
-  args.score_target = is_score ? target : 0;
   return args;
 }
 

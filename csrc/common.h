@@ -10,6 +10,7 @@
 
 #include <vector>
 
+#include "cosine_losses.h"
 #include "layout.h"
 #include "math.h"
 
@@ -26,27 +27,31 @@ struct CosineForwardArgs {
   at::Tensor pooled;         // [B, D]
 };
 
-// `label` is given for the losses and absent for the score (epilogue 2).
+// `label` is given for the losses and absent for the score op (loss kNoLoss).
+// `loss`, `bonafide_label`, `score_rule`, `score_center` and `reduction` are
+// the ops' integer arguments (csrc/ops.cpp), checked against the loss table.
 CosineForwardArgs prepare_cosine_forward(
     const at::Tensor& emb,
     const at::Tensor& centers,
     const c10::optional<at::Tensor>& label,
     const c10::optional<at::Tensor>& lengths,
-    int64_t epilogue,
-    int64_t target,
+    const c10::optional<at::Tensor>& center_index,
+    int64_t loss,
+    int64_t bonafide_label,
+    int64_t score_rule,
+    int64_t score_center,
     int64_t reduction);
 
 // The backward op's inputs once validated, with its outputs allocated.
 struct CosineBackwardArgs {
-  at::Tensor grad_loss;     // [B] or [], compute dtype
+  at::Tensor grad_loss;     // [B] or [], compute dtype; undefined when the loss has no gradient
+  at::Tensor grad_score;    // [B], compute dtype; undefined when the score has none
   at::Tensor pooled;        // [B, D], contiguous
   at::Tensor centers;       // [C, D], compute dtype, contiguous
   CosineLayout layout;      // of grad_emb (contiguous)
   at::Tensor grad_emb;      // emb's sizes and dtype
   at::Tensor grad_centers;  // [C, D], compute dtype; cast back with finish()
   c10::ScalarType centers_dtype;
-  int64_t bonafide_label;   // for the epilogue's params (0 for the score)
-  int64_t score_target;     // the score's centre index (0 for the losses)
 
   std::tuple<at::Tensor, at::Tensor> finish() const {
     return {grad_emb, grad_centers.to(centers_dtype)};
@@ -54,16 +59,34 @@ struct CosineBackwardArgs {
 };
 
 CosineBackwardArgs prepare_cosine_backward(
-    const at::Tensor& grad_loss,
+    const c10::optional<at::Tensor>& grad_loss,
+    const c10::optional<at::Tensor>& grad_score,
     const at::Tensor& pooled,
     const at::Tensor& centers,
     const c10::optional<at::Tensor>& label,
     const c10::optional<at::Tensor>& lengths,
+    const c10::optional<at::Tensor>& center_index,
     c10::SymIntArrayRef emb_sizes,
     c10::ScalarType emb_dtype,
-    int64_t epilogue,
-    int64_t target,
+    int64_t loss,
+    int64_t bonafide_label,
+    int64_t score_rule,
+    int64_t score_center,
     int64_t reduction);
+
+// What the kernels run per utterance, from the ops' arguments (validated by
+// prepare_cosine_*).
+template <typename acc_t>
+CosineEpilogue<acc_t> cosine_epilogue(
+    int64_t loss, double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label,
+    int64_t score_rule, int64_t score_center) {
+  return CosineEpilogue<acc_t>{
+      loss,
+      LossParams<acc_t>{
+          static_cast<acc_t>(scale), static_cast<acc_t>(margin_bonafide), static_cast<acc_t>(margin_spoof),
+          bonafide_label},
+      static_cast<ScoreRule>(score_rule), score_center};
+}
 
 // The binary ops' inputs once validated, with their outputs allocated.
 struct BinaryArgs {
@@ -90,11 +113,5 @@ c10::ScalarType compute_dtype(c10::ScalarType input_dtype);
 
 // Shape of the reduced loss: [B] for "none", [] otherwise.
 std::vector<int64_t> reduced_shape(int64_t reduction, int64_t batch);
-
-template <typename acc_t>
-MarginParams<acc_t> margin_params(double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label) {
-  return MarginParams<acc_t>{
-      static_cast<acc_t>(scale), static_cast<acc_t>(margin_bonafide), static_cast<acc_t>(margin_spoof), bonafide_label};
-}
 
 }  // namespace spoofloss

@@ -9,9 +9,11 @@
 
 namespace spoofloss {
 
-// Where one utterance's frames, label and length live. emb's feature stride is 1
-// (the kernels vectorise over D); batch and time strides are free, so a
-// transposed [T, B, D] tensor or a slice along time is read without a copy.
+// Where one utterance's frames, label, length and centre index live. emb's
+// feature stride is 1 (the kernels vectorise over D); batch and time strides
+// are free, so a transposed [T, B, D] tensor or a slice along time is read
+// without a copy. Labels, lengths and centre indices are read in their own
+// dtype.
 struct CosineLayout {
   int64_t batch = 0;
   int64_t frames = 0;  // T (1 for a [B, D] emb)
@@ -22,9 +24,13 @@ struct CosineLayout {
   const void* label = nullptr;  // null for the score op
   c10::ScalarType label_dtype = c10::ScalarType::Long;
   int64_t label_stride = 0;
+  int64_t label_classes = 2;  // a label is a class index in [0, label_classes)
   const void* lengths = nullptr;  // null: every utterance has T frames
   c10::ScalarType lengths_dtype = c10::ScalarType::Long;
   int64_t lengths_stride = 0;
+  const void* center_index = nullptr;  // null: no utterance names a centre
+  c10::ScalarType center_index_dtype = c10::ScalarType::Long;
+  int64_t center_index_stride = 0;
 };
 
 // The binary loss: pred is contiguous [N]; labels are read in their own dtype.

@@ -259,7 +259,7 @@ def test_backward_graph_calls_the_fused_backward(device):
     cosine_backward = calls(backward, ops._cosine_margin_loss_backward.default)
     assert len(cosine_backward) == 2 * n_cosine, backward.code  # the loss's and the score's
     for node in cosine_backward:
-        emb_sizes = node.args[5]
+        emb_sizes = node.args[7]  # after grad_loss, grad_score, pooled, centers, label, lengths, center_index
         # D is fixed by the centres' shape, so it may be a constant
         assert all(isinstance(size, torch.fx.Node) for size in emb_sizes[:-1]), (
             f"emb_sizes {emb_sizes} in {node.format_node()} were specialised")

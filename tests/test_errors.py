@@ -225,14 +225,17 @@ def test_op_level_bad_enums(device):
     emb = randn(4, 3, 8, dtype=torch.float64, device=device)
     centers = randn(2, 8, dtype=torch.float64, device=device)
     label = make_labels(4).to(device)
+    am = ops.loss_code("am_softmax")
     with raises_naming("reduction", 3):
-        ops.cosine_margin_loss(emb, centers, label, None, 0, 20.0, 0.5, 0.5, 1, 3)
-    with raises_naming("epilogue", 7):
-        ops.cosine_margin_loss(emb, centers, label, None, 7, 20.0, 0.5, 0.5, 1, 1)
+        ops.cosine_margin_loss(emb, centers, label, None, am, 20.0, 0.5, 0.5, 1, 3)
+    with raises_naming("loss", 77, "am_softmax"):
+        ops.cosine_margin_loss(emb, centers, label, None, 77, 20.0, 0.5, 0.5, 1, 1)
     with raises_naming("bonafide_label", 2):
-        ops.cosine_margin_loss(emb, centers, label, None, 0, 20.0, 0.5, 0.5, 2, 1)
-    with raises_naming("center_index", 2):
+        ops.cosine_margin_loss(emb, centers, label, None, am, 20.0, 0.5, 0.5, 2, 1, score_center=0)
+    with raises_naming("score_center", 2):
         ops.cosine_score(emb, centers, None, 2)
+    with raises_naming("score_rule", 9):
+        ops.cosine_score(emb, centers, None, 0, score_rule=9)
     with raises_naming("reduction", 3):
         ops.binary_cross_entropy(emb[:, 0, 0], label, 1, 3)
 
@@ -316,3 +319,44 @@ def test_nonfinite_pred_is_confined(device):
     ok = torch.tensor([i not in (2, 5) for i in range(9)])
     ref = R.binary_loss(pred.double(), label, reduction="none")
     assert_matches(out[ok.to(device)], ref[ok], what="the other elements' losses", scale=3.0)
+
+
+# --------------------------------------------------------------------------- #
+# None or a non-tensor where a tensor belongs (issue 10, item 9): the error
+# names the argument (it used to be torch's "tensor does not have a device")
+# --------------------------------------------------------------------------- #
+
+NOT_TENSORS = [None, [0, 1, 1, 0], 3]
+
+
+@pytest.mark.parametrize("bad", NOT_TENSORS, ids=["None", "list", "int"])
+@pytest.mark.parametrize("kind", MARGIN)
+def test_margin_arguments_not_tensors(kind, bad, device):
+    loss = make_loss(kind, enc_dim=16).to(device)
+    label, emb = make_labels(4).to(device), randn(4, 5, 16, device=device)
+    lengths = make_lengths(4, 5).to(device)
+    for name, call in [
+        ("label", lambda: loss(bad, emb)),
+        ("emb", lambda: loss(label, bad)),
+        ("label", lambda: loss.forward_and_score(bad, emb)),
+        ("emb", lambda: loss.forward_and_score(label, bad, lengths)),
+        ("emb", lambda: loss.score(bad)),
+        ("emb", lambda: loss.score(bad, lengths)),
+    ]:
+        with pytest.raises(TypeError, match=rf"^{name} must be a tensor, got {type(bad).__name__}"):
+            call()
+    if bad is not None:  # lengths may be None
+        with pytest.raises(TypeError, match=rf"^lengths must be a tensor or None, got {type(bad).__name__}"):
+            loss(label, emb, bad)
+        with pytest.raises(TypeError, match=rf"^lengths must be a tensor or None, got {type(bad).__name__}"):
+            loss.score(emb, bad)
+
+
+@pytest.mark.parametrize("bad", NOT_TENSORS, ids=["None", "list", "int"])
+def test_binary_arguments_not_tensors(bad, device):
+    loss = make_loss("binary")
+    pred, label = randn(4, device=device), make_labels(4).to(device)
+    for name, call in [("label", lambda: loss(pred, bad)), ("pred", lambda: loss(bad, label)),
+                       ("pred", lambda: loss.score(bad))]:
+        with pytest.raises(TypeError, match=rf"^{name} must be a tensor, got {type(bad).__name__}"):
+            call()

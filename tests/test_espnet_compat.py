@@ -173,14 +173,15 @@ def test_register_losses_makes_the_centres_parameters():
 
 @pytest.mark.parametrize("name", ["am", "oc"])
 def test_forward_and_score_is_forward_and_score(name):
-    """One pass for both: the same loss (and gradients) as forward, the same score as score."""
+    """One pass for both: the same loss (and gradients) as forward, the same score as score
+    (differentiable too: tests/test_score_gradient.py checks its gradient)."""
     batch, frames, dim = 16, 30, 32
     loss_fn = ASVSpoofAMSoftmaxLoss(enc_dim=dim) if name == "am" else ASVSpoofOCSoftmaxLoss(enc_dim=dim)
     emb = randn(batch, frames, dim).requires_grad_()
     label = make_labels(batch)
     lengths = make_lengths(batch, frames)
     loss, score = loss_fn.forward_and_score(label, emb, lengths)
-    assert not score.requires_grad
+    assert score.requires_grad
     e64 = f64(emb)
     if name == "am":
         c64 = f64(loss_fn.centers)

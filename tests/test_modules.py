@@ -19,7 +19,8 @@ pytestmark = pytest.mark.usefixtures("poison")
 
 SIGNATURES = {
     "BinaryLoss": {"weight": 1.0, "bonafide_label": 1, "reduction": "mean"},
-    "AMSoftmaxLoss": {"weight": 1.0, "enc_dim": 128, "s": 20.0, "m": 0.5, "bonafide_label": 1, "reduction": "mean"},
+    "AMSoftmaxLoss": {"weight": 1.0, "enc_dim": 128, "s": 20.0, "m": 0.5, "bonafide_label": 1, "reduction": "mean",
+                      "num_classes": 2, "score": "cosine"},
     "OCSoftmaxLoss": {"weight": 1.0, "enc_dim": 128, "m_real": 0.5, "m_fake": 0.2, "alpha": 20.0,
                       "bonafide_label": 1, "reduction": "mean"},
 }

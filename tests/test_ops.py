@@ -33,7 +33,8 @@ from conftest import (
 
 pytestmark = pytest.mark.usefixtures("poison")
 
-AM, OC = 0, 1
+AM, OC = ops.loss_code("am_softmax"), ops.loss_code("oc_softmax")
+CENTER_COSINE = ops.SCORE_RULES["center_cosine"]
 NONE, MEAN, SUM = 0, 1, 2
 RED_NAMES = {NONE: "none", MEAN: "mean", SUM: "sum"}
 F64 = torch.float64
@@ -122,6 +123,15 @@ def test_gradcheck_binary_cross_entropy(reduction, bonafide_label, device):
 # --------------------------------------------------------------------------- #
 
 
+def loss_op_args(emb, centers, label, lengths, epilogue, margins, reduction):
+    """The positional arguments of torch.ops.spoofloss.cosine_margin_loss with
+    the default score (cosine to the bona fide centre for AM, the centre for OC)."""
+    scale, margin_bonafide, margin_spoof, bonafide_label = margins
+    score_center = bonafide_label if epilogue == AM else 0
+    return (emb, centers, label, lengths, None, epilogue, scale, margin_bonafide, margin_spoof, bonafide_label,
+            CENTER_COSINE, score_center, reduction)
+
+
 def _opcheck(op, args):
     result = torch.library.opcheck(op, args)
     assert all(v == "SUCCESS" for v in result.values()), result
@@ -133,7 +143,7 @@ def _opcheck(op, args):
 ], ids=["am-len-none", "am-nolen-mean", "oc-len-sum", "oc-nolen-none"])
 def test_opcheck_cosine_margin_loss(epilogue, with_lengths, reduction, requires_grad, device):
     emb, centers, label, lengths = small_inputs(device, epilogue, with_lengths=with_lengths, grad=requires_grad)
-    args = (emb, centers, label, lengths, epilogue, *margin_args(epilogue), reduction)
+    args = loss_op_args(emb, centers, label, lengths, epilogue, margin_args(epilogue), reduction)
     _opcheck(torch.ops.spoofloss.cosine_margin_loss.default, args)
 
 
@@ -141,7 +151,7 @@ def test_opcheck_cosine_margin_loss(epilogue, with_lengths, reduction, requires_
 @pytest.mark.parametrize("with_lengths", [True, False], ids=["len", "nolen"])
 def test_opcheck_cosine_score(with_lengths, requires_grad, device):
     emb, centers, _, lengths = small_inputs(device, AM, with_lengths=with_lengths, grad=requires_grad)
-    _opcheck(torch.ops.spoofloss.cosine_score.default, (emb, centers, lengths, 1))
+    _opcheck(torch.ops.spoofloss.cosine_score.default, (emb, centers, lengths, None, CENTER_COSINE, 1, 1.0))
 
 
 @pytest.mark.parametrize("requires_grad", [True, False], ids=["grad", "nograd"])
@@ -152,26 +162,29 @@ def test_opcheck_binary_cross_entropy(reduction, requires_grad, device):
     _opcheck(torch.ops.spoofloss.binary_cross_entropy.default, (pred, label, 1, reduction))
 
 
-@pytest.mark.parametrize("case", ["am-len-none", "am-nolen-mean", "oc-len-sum", "score-len", "score-rank2"])
+@pytest.mark.parametrize("case", ["am-len-none", "am-nolen-mean", "oc-len-sum", "am-len-mean-both", "score-len",
+                                  "score-rank2"])
 def test_opcheck_cosine_backward_op(case, device):
     """The backward op directly, with the arguments csrc/autograd.cpp passes it
     (schema in csrc/ops.cpp): pooled from the forward, emb's sizes and dtype;
-    the score is epilogue 2 with no label and the centre index in bonafide_label."""
+    the score op's backward has no loss (-1), no label and only grad_score;
+    "both" carries the loss's and its score's gradients in one call."""
     kind = case.split("-")[0]
     epilogue = OC if kind == "oc" else AM
     emb, centers, label, lengths = small_inputs(
         device, epilogue, rank=2 if case.endswith("rank2") else 3, with_lengths="nolen" not in case, grad=False)
     if kind == "score":
-        score, pooled = torch.ops.spoofloss.cosine_score.default(emb, centers, lengths, 1)
-        grad = torch.rand_like(score)
-        args = (grad, pooled, centers, None, lengths, list(emb.shape), emb.dtype, 2, 1.0, 0.0, 0.0, 1, NONE)
+        score, pooled = torch.ops.spoofloss.cosine_score.default(emb, centers, lengths, None, CENTER_COSINE, 1, 1.0)
+        args = (None, torch.rand_like(score), pooled, centers, None, lengths, None, list(emb.shape), emb.dtype,
+                ops.NO_LOSS, 1.0, 0.0, 0.0, 0, CENTER_COSINE, 1, NONE)
     else:
         reduction = {"none": NONE, "mean": MEAN, "sum": SUM}[case.split("-")[2]]
         margins = margin_args(epilogue)
-        loss, _, pooled = torch.ops.spoofloss.cosine_margin_loss.default(
-            emb, centers, label, lengths, epilogue, *margins, reduction)
-        grad = torch.rand_like(loss)
-        args = (grad, pooled, centers, label, lengths, list(emb.shape), emb.dtype, epilogue, *margins, reduction)
+        loss, score, pooled = torch.ops.spoofloss.cosine_margin_loss.default(
+            *loss_op_args(emb, centers, label, lengths, epilogue, margins, reduction))
+        grad_score = torch.rand_like(score) if case.endswith("both") else None
+        args = (torch.rand_like(loss), grad_score, pooled, centers, label, lengths, None, list(emb.shape), emb.dtype,
+                epilogue, *margins, CENTER_COSINE, margins[3] if epilogue == AM else 0, reduction)
     _opcheck(torch.ops.spoofloss._cosine_margin_loss_backward.default, args)
 
 
@@ -196,8 +209,10 @@ def test_backward_ops_return_input_dtypes(emb_dtype, centers_dtype, device):
     label = make_labels(batch).to(device)
     lengths = make_lengths(batch, frames, device=device)
     margins = margin_args(AM)
-    loss, _, pooled = torch.ops.spoofloss.cosine_margin_loss.default(emb, centers, label, lengths, AM, *margins, NONE)
-    args = (torch.rand_like(loss), pooled, centers, label, lengths, list(emb.shape), emb_dtype, AM, *margins, NONE)
+    loss, _, pooled = torch.ops.spoofloss.cosine_margin_loss.default(
+        *loss_op_args(emb, centers, label, lengths, AM, margins, NONE))
+    args = (torch.rand_like(loss), None, pooled, centers, label, lengths, None, list(emb.shape), emb_dtype, AM,
+            *margins, CENTER_COSINE, margins[3], NONE)
     grad_emb, grad_centers = torch.ops.spoofloss._cosine_margin_loss_backward.default(*args)
     assert grad_emb.dtype == emb_dtype and grad_emb.shape == emb.shape
     assert grad_centers.dtype == centers_dtype and grad_centers.shape == centers.shape

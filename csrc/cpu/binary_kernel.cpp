@@ -13,6 +13,7 @@
 
 #include "../common.h"
 #include "../math.h"
+#include "fixed_order_sum.h"
 #include "grain.h"
 #include "row_loops.h"
 
@@ -29,37 +30,54 @@ constexpr int64_t kBinaryChunk = 2048;
 constexpr int64_t kTranscendentalCost = 16;
 
 // Targets (1 = bona fide) of elements [start, start + count), checked to lie
-// in [0, 1]. The label dtype is switched on once per chunk, not per element.
+// in [0, 1], and, where `complement` is given, their complements 1 - target:
+// math::binary_target's values (each rounded once from the label), in loops
+// with no branch on bonafide_label inside, so that they vectorise. The label
+// dtype is switched on once per chunk, not per element.
 template <typename acc_t>
-void load_targets(const BinaryLayout& layout, int64_t start, int64_t count, acc_t* out) {
-  const auto convert = [&](const auto* labels) {
-    for (int64_t j = 0; j < count; ++j) {
-      out[j] = math::bonafide_target<acc_t>(static_cast<double>(labels[start + j]), layout.bonafide_label);
+void load_targets(const BinaryLayout& layout, int64_t start, int64_t count, acc_t* target, acc_t* complement) {
+  // label -> `same`, 1 - label -> `flipped`; either may be null (not wanted)
+  const bool bonafide_one = layout.bonafide_label == 1;
+  acc_t* same = bonafide_one ? target : complement;
+  acc_t* flipped = bonafide_one ? complement : target;
+  const auto convert = [&](const auto& label_at) {
+    const acc_t nan = math::quiet_nan<acc_t>();
+    if (same != nullptr) {
+      for (int64_t j = 0; j < count; ++j) {
+        const double label = label_at(j);
+        same[j] = label >= 0.0 && label <= 1.0 ? static_cast<acc_t>(label) : nan;
+      }
     }
+    if (flipped != nullptr) {
+      for (int64_t j = 0; j < count; ++j) {
+        const double label = label_at(j);
+        flipped[j] = label >= 0.0 && label <= 1.0 ? static_cast<acc_t>(1.0 - label) : nan;
+      }
+    }
+  };
+  const auto typed = [&](const auto* labels) {
+    convert([labels = labels + start](int64_t j) { return static_cast<double>(labels[j]); });
   };
   switch (layout.label_dtype) {
     case at::kLong:
-      convert(static_cast<const int64_t*>(layout.label));
+      typed(static_cast<const int64_t*>(layout.label));
       break;
     case at::kInt:
-      convert(static_cast<const int32_t*>(layout.label));
+      typed(static_cast<const int32_t*>(layout.label));
       break;
     case at::kFloat:
-      convert(static_cast<const float*>(layout.label));
+      typed(static_cast<const float*>(layout.label));
       break;
     default:
-      for (int64_t j = 0; j < count; ++j) {
-        const double value = math::load_as_double(layout.label, layout.label_dtype, start + j);
-        out[j] = math::bonafide_target<acc_t>(value, layout.bonafide_label);
-      }
+      convert([&](int64_t j) { return math::load_as_double(layout.label, layout.label_dtype, start + j); });
   }
-  bool invalid = false;  // bonafide_target gives NaN outside [0, 1]
-  for (int64_t j = 0; j < count; ++j) invalid |= out[j] != out[j];
+  bool invalid = false;  // NaN outside [0, 1]
+  for (int64_t j = 0; j < count; ++j) invalid |= target[j] != target[j];
   if (!invalid) return;
   for (int64_t j = 0; j < count; ++j) {
     TORCH_CHECK_VALUE(
-        out[j] == out[j], "label[", start + j, "] = ", math::load_as_double(layout.label, layout.label_dtype, start + j),
-        " lies outside [0, 1]");
+        target[j] == target[j], "label[", start + j, "] = ",
+        math::load_as_double(layout.label, layout.label_dtype, start + j), " lies outside [0, 1]");
   }
 }
 
@@ -86,22 +104,25 @@ void transcendental_values(const scalar_t* x, int64_t count, acc_t* out, bool si
   }
 }
 
-// Runs `body(chunk, start, count, target, values)` for every chunk of
-// kBinaryChunk logits, spread over the threads, with the chunk's targets and
-// its transcendental values (math::softplus_tail, or sigmoid) in hand.
+// Runs `body(chunk, start, count, target, complement, values)` for every
+// chunk of kBinaryChunk logits, spread over the threads, with the chunk's
+// targets (and, for the forward, their complements; null otherwise) and its
+// transcendental values (math::softplus_tail, or sigmoid) in hand.
 template <typename scalar_t, typename acc_t, typename Body>
 void for_each_chunk(const scalar_t* logits, const BinaryLayout& layout, bool sigmoid, const Body& body) {
   const int64_t n = layout.numel;
   const int64_t chunks = (n + kBinaryChunk - 1) / kBinaryChunk;
   at::parallel_for(0, chunks, grain(kBinaryChunk * kTranscendentalCost), [&](int64_t begin, int64_t end) {
     acc_t target[kBinaryChunk];
+    acc_t complement[kBinaryChunk];
     acc_t values[kBinaryChunk];
+    acc_t* complement_or_null = sigmoid ? nullptr : complement;
     for (int64_t c = begin; c < end; ++c) {
       const int64_t start = c * kBinaryChunk;
       const int64_t count = std::min(n, start + kBinaryChunk) - start;
-      load_targets(layout, start, count, target);
+      load_targets(layout, start, count, target, complement_or_null);
       transcendental_values(logits + start, count, values, sigmoid);
-      body(c, start, count, target, values);
+      body(c, start, count, target, complement_or_null, values);
     }
   });
 }
@@ -114,28 +135,27 @@ at::Tensor binary_cross_entropy_cpu(const at::Tensor& pred, const at::Tensor& la
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* logits = args.pred.const_data_ptr<scalar_t>();
     const int64_t chunks = (n + kBinaryChunk - 1) / kBinaryChunk;
-    std::vector<acc_t> partial(reduce ? chunks : 0);
+    // one float64 sum per chunk (fixed chunks: the same for any thread count)
+    std::vector<double> partial(reduce ? chunks : 0);
     acc_t* per_element = reduce ? nullptr : args.loss.mutable_data_ptr<acc_t>();
     for_each_chunk<scalar_t, acc_t>(
         logits, args.layout, /*sigmoid=*/false,
-        [&](int64_t chunk, int64_t start, int64_t count, const acc_t* target, const acc_t* tail) {
-          acc_t sum = 0;
+        [&](int64_t chunk, int64_t start, int64_t count, const acc_t* target, const acc_t* complement,
+            const acc_t* tail) {
+          // the chunk's losses, then (for mean / sum) their float64 sum: two
+          // loops, so that the first has no reduction in it and vectorises
+          acc_t chunk_losses[kBinaryChunk];
+          acc_t* out = reduce ? chunk_losses : per_element + start;
           for (int64_t j = 0; j < count; ++j) {
-            const acc_t value =
-                math::bce_with_logits_from_tail(static_cast<acc_t>(logits[start + j]), target[j], tail[j]);
-            if (reduce) {
-              sum += value;
-            } else {
-              per_element[start + j] = value;
-            }
+            out[j] = math::bce_with_logits_from_tail(
+                static_cast<acc_t>(logits[start + j]), target[j], complement[j], tail[j]);
           }
-          if (reduce) partial[chunk] = sum;
+          if (reduce) partial[chunk] = cpu::fixed_order_sum(chunk_losses, count);
         });
     if (reduce) {
-      acc_t total = 0;
-      for (const acc_t part : partial) total += part;
-      if (static_cast<Reduction>(reduction) == Reduction::kMean) total /= static_cast<acc_t>(n);
-      *args.loss.mutable_data_ptr<acc_t>() = total;
+      double total = cpu::fixed_order_sum(partial.data(), chunks);
+      if (static_cast<Reduction>(reduction) == Reduction::kMean) total /= static_cast<double>(n);
+      *args.loss.mutable_data_ptr<acc_t>() = static_cast<acc_t>(total);
     }
   });
   return args.loss;
@@ -154,7 +174,7 @@ at::Tensor binary_cross_entropy_backward_cpu(
     scalar_t* out = args.grad_pred.mutable_data_ptr<scalar_t>();
     for_each_chunk<scalar_t, acc_t>(
         logits, args.layout, /*sigmoid=*/true,
-        [&](int64_t, int64_t start, int64_t count, const acc_t* target, const acc_t* sigmoid) {
+        [&](int64_t, int64_t start, int64_t count, const acc_t* target, const acc_t*, const acc_t* sigmoid) {
           for (int64_t j = 0; j < count; ++j) {
             const int64_t i = start + j;
             // d BCE / d x = sigmoid(x) - t (math::bce_with_logits_grad)

@@ -19,11 +19,14 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "../common.h"
+#include "../cosine_losses.h"
 #include "../math.h"
+#include "fixed_order_sum.h"
 #include "grain.h"
 #include "row_loops.h"
 
@@ -51,15 +54,28 @@ std::vector<int64_t> read_lengths(const CosineLayout& layout) {
   return lengths;
 }
 
-// Per-utterance epilogue targets: the label's class for the losses (checked to
-// be 0 or 1), the centre index for the score.
-std::vector<int64_t> read_targets(const CosineLayout& layout, int64_t score_target) {
-  std::vector<int64_t> targets(layout.batch, score_target);
-  if (layout.label == nullptr) return targets;
+// Per-utterance targets (cosine_losses.h), checked: a label that is not a
+// class of the loss, or a centre index that is neither -1 nor a centre, is a
+// clear error here (the CUDA kernels, which cannot raise without a host
+// synchronisation, give that utterance NaN instead).
+std::vector<UtteranceTarget> read_targets(const CosineLayout& layout) {
+  std::vector<UtteranceTarget> targets(layout.batch);
   for (const auto b : c10::irange(layout.batch)) {
-    const double value = math::load_as_double(layout.label, layout.label_dtype, b * layout.label_stride);
-    targets[b] = math::label_class(value);
-    TORCH_CHECK_VALUE(targets[b] >= 0, "label[", b, "] = ", value, " is not 0 or 1");
+    targets[b] = math::read_target(layout, b);
+    if (targets[b].label < 0) {
+      const double value = math::load_as_double(layout.label, layout.label_dtype, b * layout.label_stride);
+      TORCH_CHECK_VALUE(
+          false, "label[", b, "] = ", value,
+          layout.label_classes == 2 ? std::string(" is not 0 or 1")
+                                    : " is not a class index in [0, " + std::to_string(layout.label_classes) + ")");
+    }
+    if (targets[b].center < -1) {
+      const double value =
+          math::load_as_double(layout.center_index, layout.center_index_dtype, b * layout.center_index_stride);
+      TORCH_CHECK_VALUE(
+          false, "center_index[", b, "] = ", value, " is neither -1 (none) nor a centre index in [0, ",
+          layout.num_centers, ")");
+    }
   }
   return targets;
 }
@@ -131,30 +147,37 @@ bool stream_gradient(int64_t bytes) {
   return bytes > threshold;
 }
 
-// Inverse norms of the centres [C, D], and whether each was clamped.
+// |c_k|^2 [C] of the centres [C, D], and their inverse norms [C].
 template <typename acc_t>
-void center_norms(const acc_t* centers, int64_t num_centers, int64_t dim, acc_t* inv_norm, bool* clamped) {
+void center_norms(const acc_t* centers, int64_t num_centers, int64_t dim, acc_t* center_sq, acc_t* inv_norm) {
   for (const auto k : c10::irange(num_centers)) {
     acc_t sum_sq = 0;
     const acc_t* c = centers + k * dim;
     for (int64_t d = 0; d < dim; ++d) sum_sq += c[d] * c[d];
-    inv_norm[k] = math::inverse_norm(sum_sq, &clamped[k]);
+    bool clamped;
+    center_sq[k] = sum_sq;
+    inv_norm[k] = math::inverse_norm(sum_sq, &clamped);
   }
 }
 
-// Cosines of one pooled row with the centres; returns the row's inverse norm.
+// Cosines cos [C] of one pooled row with the centres; returns the row's
+// inverse norm. Centres four at a time, so the row is read C / 4 times.
 template <typename acc_t>
 acc_t pooled_cosines(
     const acc_t* x, const acc_t* centers, const acc_t* inv_center_norm, int64_t num_centers, int64_t dim, acc_t* cos,
     bool* clamped) {
+  constexpr int64_t kTile = 4;
   acc_t sum_sq = 0;
-  acc_t dot[kMaxCenters] = {};
-  for (int64_t d = 0; d < dim; ++d) {
-    sum_sq += x[d] * x[d];
-    for (int k = 0; k < num_centers; ++k) dot[k] += x[d] * centers[k * dim + d];
-  }
+  for (int64_t d = 0; d < dim; ++d) sum_sq += x[d] * x[d];
   const acc_t inv_norm = math::inverse_norm(sum_sq, clamped);
-  for (int k = 0; k < num_centers; ++k) cos[k] = dot[k] * inv_norm * inv_center_norm[k];
+  for (int64_t k0 = 0; k0 < num_centers; k0 += kTile) {
+    const int64_t tile = std::min(kTile, num_centers - k0);
+    acc_t dot[kTile] = {};
+    for (int64_t d = 0; d < dim; ++d) {
+      for (int64_t j = 0; j < tile; ++j) dot[j] += x[d] * centers[(k0 + j) * dim + d];
+    }
+    for (int64_t j = 0; j < tile; ++j) cos[k0 + j] = dot[j] * inv_norm * inv_center_norm[k0 + j];
+  }
   return inv_norm;
 }
 
@@ -195,23 +218,25 @@ void pool_frames(const scalar_t* emb, const CosineLayout& layout, const std::vec
 // Shared by the loss and the score: pooled, then per-utterance loss and score.
 template <typename scalar_t, typename acc_t>
 void cosine_forward(
-    const scalar_t* emb, const acc_t* centers, const CosineLayout& layout, Epilogue epilogue,
-    const MarginParams<acc_t>& params, int64_t score_target, acc_t* loss_per_utterance, acc_t* score, acc_t* pooled) {
+    const scalar_t* emb, const acc_t* centers, const CosineLayout& layout, const CosineEpilogue<acc_t>& epilogue,
+    acc_t* loss_per_utterance, acc_t* score, acc_t* pooled) {
   const auto lengths = read_lengths(layout);
-  const auto targets = read_targets(layout, score_target);
+  const auto targets = read_targets(layout);
   pool_frames(emb, layout, lengths, pooled);
-  acc_t inv_center_norm[kMaxCenters];
-  bool center_clamped[kMaxCenters];
-  center_norms(centers, layout.num_centers, layout.dim, inv_center_norm, center_clamped);
-  const int64_t score_center = math::score_center(epilogue, params.bonafide_label, score_target);
-  at::parallel_for(0, layout.batch, grain((layout.num_centers + 1) * layout.dim), [&](int64_t begin, int64_t end) {
+  const int64_t num_centers = layout.num_centers;
+  std::vector<acc_t> center_sq(num_centers), inv_center_norm(num_centers);
+  center_norms(centers, num_centers, layout.dim, center_sq.data(), inv_center_norm.data());
+  const auto kind = static_cast<LossKind>(epilogue.loss);
+  at::parallel_for(0, layout.batch, grain((num_centers + 1) * layout.dim), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> cos(num_centers);
     for (int64_t b = begin; b < end; ++b) {
-      acc_t cos[kMaxCenters] = {};
       bool clamped;
-      pooled_cosines(pooled + b * layout.dim, centers, inv_center_norm, layout.num_centers, layout.dim, cos, &clamped);
-      score[b] = cos[score_center];
+      pooled_cosines(
+          pooled + b * layout.dim, centers, inv_center_norm.data(), num_centers, layout.dim, cos.data(), &clamped);
+      score[b] = math::utterance_score<acc_t>(epilogue, cos.data(), num_centers, targets[b], acc_t(0), nullptr);
       if (loss_per_utterance != nullptr) {
-        loss_per_utterance[b] = math::margin_epilogue(epilogue, cos, targets[b], params).loss;
+        loss_per_utterance[b] =
+            math::cosine_loss<acc_t>(kind, cos.data(), num_centers, targets[b], epilogue.params, acc_t(0), nullptr);
       }
     }
   });
@@ -219,13 +244,13 @@ void cosine_forward(
 
 // Shared by the loss and the score (args.per_utterance undefined).
 void run_cosine_forward(
-    const CosineForwardArgs& args, Epilogue epilogue, double scale, double margin_bonafide, double margin_spoof,
-    int64_t bonafide_label, int64_t score_target) {
+    const CosineForwardArgs& args, int64_t loss, double scale, double margin_bonafide, double margin_spoof,
+    int64_t bonafide_label, int64_t score_rule, int64_t score_center) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.emb.scalar_type(), "cosine_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     cosine_forward<scalar_t, acc_t>(
-        args.emb.const_data_ptr<scalar_t>(), args.centers.const_data_ptr<acc_t>(), args.layout, epilogue,
-        margin_params<acc_t>(scale, margin_bonafide, margin_spoof, bonafide_label), score_target,
+        args.emb.const_data_ptr<scalar_t>(), args.centers.const_data_ptr<acc_t>(), args.layout,
+        cosine_epilogue<acc_t>(loss, scale, margin_bonafide, margin_spoof, bonafide_label, score_rule, score_center),
         args.per_utterance.defined() ? args.per_utterance.mutable_data_ptr<acc_t>() : nullptr,
         args.score.mutable_data_ptr<acc_t>(), args.pooled.mutable_data_ptr<acc_t>());
   });
@@ -233,77 +258,83 @@ void run_cosine_forward(
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_margin_loss_cpu(
     const at::Tensor& emb, const at::Tensor& centers, const at::Tensor& label, const c10::optional<at::Tensor>& lengths,
-    int64_t epilogue, double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label,
-    int64_t reduction) {
-  const auto args = prepare_cosine_forward(emb, centers, label, lengths, epilogue, bonafide_label, reduction);
-  run_cosine_forward(
-      args, static_cast<Epilogue>(epilogue), scale, margin_bonafide, margin_spoof, bonafide_label, /*score_target=*/0);
+    const c10::optional<at::Tensor>& center_index, int64_t loss, double scale, double margin_bonafide,
+    double margin_spoof, int64_t bonafide_label, int64_t score_rule, int64_t score_center, int64_t reduction) {
+  const auto args = prepare_cosine_forward(
+      emb, centers, label, lengths, center_index, loss, bonafide_label, score_rule, score_center, reduction);
+  run_cosine_forward(args, loss, scale, margin_bonafide, margin_spoof, bonafide_label, score_rule, score_center);
   if (static_cast<Reduction>(reduction) == Reduction::kNone) {
     return {args.per_utterance, args.score, args.pooled};
   }
-  // A serial sum over B in index order: deterministic, and B is small.
-  at::Tensor loss = at::empty({}, args.per_utterance.options());
-  AT_DISPATCH_FLOATING_TYPES(loss.scalar_type(), "cosine_margin_loss_cpu_reduce", [&] {
-    const scalar_t* values = args.per_utterance.const_data_ptr<scalar_t>();
-    scalar_t total = 0;
-    for (int64_t b = 0; b < args.layout.batch; ++b) total += values[b];
-    if (static_cast<Reduction>(reduction) == Reduction::kMean) total /= static_cast<scalar_t>(args.layout.batch);
-    *loss.mutable_data_ptr<scalar_t>() = total;
+  // A float64 sum in a fixed order (cpu::fixed_order_sum): deterministic, and
+  // accurate to float32's rounding at any B.
+  at::Tensor reduced = at::empty({}, args.per_utterance.options());
+  AT_DISPATCH_FLOATING_TYPES(reduced.scalar_type(), "cosine_margin_loss_cpu_reduce", [&] {
+    double total = cpu::fixed_order_sum(args.per_utterance.const_data_ptr<scalar_t>(), args.layout.batch);
+    if (static_cast<Reduction>(reduction) == Reduction::kMean) total /= static_cast<double>(args.layout.batch);
+    *reduced.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(total);
   });
-  return {loss, args.score, args.pooled};
+  return {reduced, args.score, args.pooled};
 }
 
 std::tuple<at::Tensor, at::Tensor> cosine_score_cpu(
-    const at::Tensor& emb, const at::Tensor& centers, const c10::optional<at::Tensor>& lengths, int64_t center_index) {
-  const auto kCosine = static_cast<int64_t>(Epilogue::kCosine);
-  const auto args = prepare_cosine_forward(emb, centers, c10::nullopt, lengths, kCosine, center_index, 0);
-  run_cosine_forward(args, Epilogue::kCosine, 1.0, 0.0, 0.0, 0, center_index);
+    const at::Tensor& emb, const at::Tensor& centers, const c10::optional<at::Tensor>& lengths,
+    const c10::optional<at::Tensor>& center_index, int64_t score_rule, int64_t score_center, double scale) {
+  const int64_t none = static_cast<int64_t>(Reduction::kNone);
+  const auto args = prepare_cosine_forward(
+      emb, centers, c10::nullopt, lengths, center_index, kNoLoss, /*bonafide_label=*/0, score_rule, score_center, none);
+  run_cosine_forward(args, kNoLoss, scale, 0.0, 0.0, 0, score_rule, score_center);
   return {args.score, args.pooled};
 }
 
 template <typename scalar_t, typename acc_t>
 void cosine_backward(
-    const acc_t* grad_loss, const acc_t* pooled, const acc_t* centers, const CosineLayout& layout,
-    Epilogue epilogue, Reduction reduction, const MarginParams<acc_t>& params, int64_t score_target,
-    scalar_t* grad_emb, acc_t* grad_centers) {
+    const acc_t* grad_loss, const acc_t* grad_score, const acc_t* pooled, const acc_t* centers,
+    const CosineLayout& layout, const CosineEpilogue<acc_t>& epilogue, Reduction reduction, scalar_t* grad_emb,
+    acc_t* grad_centers) {
   const auto lengths = read_lengths(layout);
-  const auto targets = read_targets(layout, score_target);
+  const auto targets = read_targets(layout);
   const int64_t batch = layout.batch;
   const int64_t dim = layout.dim;
-  const int num_centers = static_cast<int>(layout.num_centers);
-  acc_t inv_center_norm[kMaxCenters];
-  bool center_clamped[kMaxCenters];
-  center_norms(centers, num_centers, dim, inv_center_norm, center_clamped);
+  const int64_t num_centers = layout.num_centers;
+  std::vector<acc_t> center_sq(num_centers), inv_center_norm(num_centers);
+  center_norms(centers, num_centers, dim, center_sq.data(), inv_center_norm.data());
+  const auto kind = static_cast<LossKind>(epilogue.loss);
 
   // Per utterance: d loss / d mean as a row [D] already divided by the length
-  // (what every valid frame receives), alpha_k for the centre gradients, and
-  // g_k cos_k for their radial term.
+  // (what every valid frame receives), alpha [B, C] for the centre gradients,
+  // and g_k cos_k [B, C] for their radial term.
   std::vector<acc_t> frame_grad(batch * dim);
-  std::vector<acc_t> alpha(batch * kMaxCenters);
-  std::vector<acc_t> g_cos(batch * kMaxCenters);
-  at::parallel_for(0, batch, grain((num_centers + 2) * dim), [&](int64_t begin, int64_t end) {
+  std::vector<acc_t> alpha(batch * num_centers);
+  std::vector<acc_t> g_cos(batch * num_centers);
+  at::parallel_for(0, batch, grain((2 * num_centers + 2) * dim), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> cos(num_centers), g(num_centers);
     for (int64_t b = begin; b < end; ++b) {
       const acc_t* x = pooled + b * dim;
-      acc_t cos[kMaxCenters] = {};
       bool clamped;
-      const acc_t inv_norm = pooled_cosines(x, centers, inv_center_norm, num_centers, dim, cos, &clamped);
-      const auto result = math::margin_epilogue(epilogue, cos, targets[b], params);
-      const acc_t weight = math::reduction_weight(reduction, grad_loss, b, batch);
-      acc_t g[kMaxCenters];
-      for (int k = 0; k < kMaxCenters; ++k) {
-        g[k] = weight * result.dloss_dcos[k];
-        alpha[b * kMaxCenters + k] = 0;
-        g_cos[b * kMaxCenters + k] = k < num_centers ? g[k] * cos[k] : acc_t(0);
+      const acc_t inv_norm =
+          pooled_cosines(x, centers, inv_center_norm.data(), num_centers, dim, cos.data(), &clamped);
+      std::fill(g.begin(), g.end(), acc_t(0));
+      if (grad_loss != nullptr) {
+        const acc_t weight = math::reduction_weight(reduction, grad_loss, b, batch);
+        math::cosine_loss<acc_t>(kind, cos.data(), num_centers, targets[b], epilogue.params, weight, g.data());
       }
-      const auto coef = math::pooled_gradient(g, cos, inv_center_norm, inv_norm, clamped, num_centers);
+      if (grad_score != nullptr) {
+        math::utterance_score<acc_t>(epilogue, cos.data(), num_centers, targets[b], grad_score[b], g.data());
+      }
+      acc_t* alpha_b = alpha.data() + b * num_centers;
+      const acc_t beta =
+          math::pooled_gradient(g.data(), cos.data(), center_sq.data(), inv_norm, clamped, num_centers, alpha_b);
+      for (int64_t k = 0; k < num_centers; ++k) g_cos[b * num_centers + k] = g[k] * cos[k];
       const acc_t inv_length = acc_t(1) / static_cast<acc_t>(lengths[b]);
       acc_t* row = frame_grad.data() + b * dim;
-      for (int64_t d = 0; d < dim; ++d) {
-        acc_t v = coef.beta * x[d];
-        for (int k = 0; k < num_centers; ++k) v += coef.alpha[k] * centers[k * dim + d];
-        row[d] = v * inv_length;
+      for (int64_t d = 0; d < dim; ++d) row[d] = beta * x[d];
+      for (int64_t k = 0; k < num_centers; ++k) {
+        const acc_t a = alpha_b[k];
+        const acc_t* c = centers + k * dim;
+        for (int64_t d = 0; d < dim; ++d) row[d] += a * c[d];
       }
-      for (int k = 0; k < num_centers; ++k) alpha[b * kMaxCenters + k] = coef.alpha[k];
+      for (int64_t d = 0; d < dim; ++d) row[d] *= inv_length;
     }
   });
 
@@ -325,36 +356,43 @@ void cosine_backward(
     if (streaming) cpu::row_loops().store_fence();  // by the thread that made the stores
   });
 
-  // grad_centers [C, D]: sum over b in index order (deterministic) of
-  // alpha_bk x_b, plus the radial term -(sum_b g_bk cos_bk) c_k / |c_k|^2.
-  for (int k = 0; k < num_centers; ++k) {
-    acc_t radial = 0;
-    for (int64_t b = 0; b < batch; ++b) radial += g_cos[b * kMaxCenters + k];
-    radial = center_clamped[k] ? acc_t(0) : -radial * inv_center_norm[k] * inv_center_norm[k];
-    acc_t* out = grad_centers + k * dim;
-    for (int64_t d = 0; d < dim; ++d) out[d] = radial * centers[k * dim + d];
-    for (int64_t b = 0; b < batch; ++b) {
-      const acc_t a = alpha[b * kMaxCenters + k];
-      const acc_t* x = pooled + b * dim;
-      for (int64_t d = 0; d < dim; ++d) out[d] += a * x[d];
+  // grad_centers [C, D], one centre per work item: sum over b in index order
+  // (deterministic) of alpha_bk x_b, plus the radial term
+  // -(sum_b g_bk cos_bk) c_k / |c_k|^2.
+  at::parallel_for(0, num_centers, grain(batch * dim), [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      acc_t sum_g_cos = 0;
+      for (int64_t b = 0; b < batch; ++b) sum_g_cos += g_cos[b * num_centers + k];
+      const acc_t radial = math::radial_scale(sum_g_cos, center_sq[k]);
+      acc_t* out = grad_centers + k * dim;
+      for (int64_t d = 0; d < dim; ++d) out[d] = radial * centers[k * dim + d];
+      for (int64_t b = 0; b < batch; ++b) {
+        const acc_t a = alpha[b * num_centers + k];
+        const acc_t* x = pooled + b * dim;
+        for (int64_t d = 0; d < dim; ++d) out[d] += a * x[d];
+      }
     }
-  }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor> cosine_margin_loss_backward_cpu(
-    const at::Tensor& grad_loss, const at::Tensor& pooled, const at::Tensor& centers,
-    const c10::optional<at::Tensor>& label, const c10::optional<at::Tensor>& lengths, c10::SymIntArrayRef emb_sizes,
-    c10::ScalarType emb_dtype, int64_t epilogue, double scale, double margin_bonafide, double margin_spoof,
-    int64_t bonafide_label, int64_t reduction) {
+    const c10::optional<at::Tensor>& grad_loss, const c10::optional<at::Tensor>& grad_score, const at::Tensor& pooled,
+    const at::Tensor& centers, const c10::optional<at::Tensor>& label, const c10::optional<at::Tensor>& lengths,
+    const c10::optional<at::Tensor>& center_index, c10::SymIntArrayRef emb_sizes, c10::ScalarType emb_dtype,
+    int64_t loss, double scale, double margin_bonafide, double margin_spoof, int64_t bonafide_label,
+    int64_t score_rule, int64_t score_center, int64_t reduction) {
   const auto args = prepare_cosine_backward(
-      grad_loss, pooled, centers, label, lengths, emb_sizes, emb_dtype, epilogue, bonafide_label, reduction);
+      grad_loss, grad_score, pooled, centers, label, lengths, center_index, emb_sizes, emb_dtype, loss,
+      bonafide_label, score_rule, score_center, reduction);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, emb_dtype, "cosine_margin_loss_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     cosine_backward<scalar_t, acc_t>(
-        args.grad_loss.const_data_ptr<acc_t>(), args.pooled.const_data_ptr<acc_t>(),
-        args.centers.const_data_ptr<acc_t>(), args.layout, static_cast<Epilogue>(epilogue),
-        static_cast<Reduction>(reduction), margin_params<acc_t>(scale, margin_bonafide, margin_spoof, args.bonafide_label),
-        args.score_target, args.grad_emb.mutable_data_ptr<scalar_t>(), args.grad_centers.mutable_data_ptr<acc_t>());
+        args.grad_loss.defined() ? args.grad_loss.const_data_ptr<acc_t>() : nullptr,
+        args.grad_score.defined() ? args.grad_score.const_data_ptr<acc_t>() : nullptr,
+        args.pooled.const_data_ptr<acc_t>(), args.centers.const_data_ptr<acc_t>(), args.layout,
+        cosine_epilogue<acc_t>(loss, scale, margin_bonafide, margin_spoof, bonafide_label, score_rule, score_center),
+        static_cast<Reduction>(reduction), args.grad_emb.mutable_data_ptr<scalar_t>(),
+        args.grad_centers.mutable_data_ptr<acc_t>());
   });
   return args.finish();
 }

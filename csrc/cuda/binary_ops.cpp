@@ -12,21 +12,15 @@
 namespace spoofloss {
 namespace {
 
-// Enough blocks to fill the GPU a few times over, no more than the data needs.
-unsigned elementwise_blocks(int64_t n) {
-  const int64_t most = 8 * static_cast<int64_t>(cuda::multiprocessor_count());
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min(most, cuda::ceil_div(n, cuda::kThreads))));
-}
-
 at::Tensor binary_cross_entropy_cuda(
     const at::Tensor& pred, const at::Tensor& label, int64_t bonafide_label, int64_t reduction) {
   const auto args = prepare_binary_forward(pred, label, bonafide_label, reduction);  // validates before the guard
   const cuda::DeviceGuard device_guard(pred.device());
   const int64_t n = args.layout.numel;
   const bool reduce = static_cast<Reduction>(reduction) != Reduction::kNone;
-  const unsigned blocks = elementwise_blocks(n);
+  const int64_t blocks = cuda::binary_blocks(n);
   // Scratch for the reduction: one partial sum per block.
-  at::Tensor partial = reduce ? cuda::empty_scratch({static_cast<int64_t>(blocks)}, args.loss.options()) : at::Tensor();
+  at::Tensor partial = reduce ? cuda::empty_scratch({blocks}, args.loss.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(), "binary_cross_entropy_cuda", [&] {
     using acc_t = cuda::acc_of<scalar_t>;
     const acc_t divisor = static_cast<Reduction>(reduction) == Reduction::kMean ? static_cast<acc_t>(n) : acc_t(1);
@@ -47,7 +41,7 @@ at::Tensor binary_cross_entropy_backward_cuda(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(), "binary_cross_entropy_backward_cuda", [&] {
     cuda::launch_bce_backward<scalar_t>(
         args.grad_loss.const_data_ptr<cuda::acc_of<scalar_t>>(), args.pred.const_data_ptr<scalar_t>(), args.layout,
-        elementwise_blocks(args.layout.numel), static_cast<Reduction>(reduction),
+        cuda::binary_blocks(args.layout.numel), static_cast<Reduction>(reduction),
         args.grad_pred.mutable_data_ptr<scalar_t>(), cuda::current_stream());
   });
   return args.grad_pred;

@@ -1,23 +1,34 @@
 // CUDA kernels of the cosine-margin op family (AM-softmax, OC-softmax, score).
 //
-// Forward, three launches on the current stream:
-//   1. pool_chunks: grid (B, chunks). Each block sums a chunk of one
-//      utterance's valid frames into a partial row [D] with 16-byte loads:
+// Forward, on the current stream:
+//   1. center_norms: |c_k|^2 of the C centres, once for every utterance.
+//   2. pool_chunks: grid (utterance blocks, chunks). Each block sums a chunk of
+//      one utterance's valid frames into a partial row [D] with 16-byte loads:
 //      emb is read exactly once, and small batches still fill the GPU because
 //      the time axis is split across blocks.
-//   2. cosine_epilogue: one block per utterance adds its partial rows in
-//      order, writes pooled [B, D] and runs the epilogue from math.h.
-//   3. sum_kernel: one block sums the per-utterance losses (mean / sum).
-// Backward, three launches:
-//   1. backward_coefficients: one block per utterance recomputes the cosines
+//   3. cosine_epilogue: one block per utterance adds its partial rows in
+//      order, writes pooled [B, D], forms the cosines with the centres and runs
+//      the epilogue from math.h.
+//   4. sum_kernel: one block sums the per-utterance losses (mean / sum).
+// Backward:
+//   1. center_norms again.
+//   2. backward_coefficients: one block per utterance recomputes the cosines
 //      from pooled and writes the gradient row every valid frame receives.
-//   2. broadcast_frames: grid (B, chunks) writes grad_emb once, zero on padding.
-//   3. center_gradient: one thread per centre element sums over the batch in
-//      index order (deterministic, no atomics).
+//   3. broadcast_frames: grid (utterance blocks, chunks) writes grad_emb once.
+//   4. center_gradient_partials: grid (D / 32, C, batch segments) sums
+//      alpha_bk x_b over one segment of the batch.
+//   5. center_gradient_finish: the segments added in order, plus the radial
+//      term of each centre. No atomics: the same bits on every run.
+// The geometry (launch.h, plan_cosine) depends on the shapes alone, and an
+// unaligned emb is read in the same order as an aligned one, so a given input
+// gives the same bits on every GPU. Per-utterance kernels loop over the batch
+// when it exceeds their grid.
+//
 // No host synchronisation anywhere: invalid labels or lengths, which the CPU
 // kernels reject, cannot be reported without one here, so they turn that
 // utterance's loss, score and gradients into NaN instead (never a silent
 // wrong loss).
+#include "../cosine_losses.h"
 #include "../math.h"
 #include "device_runtime.h"
 #include "device_utils.cuh"
@@ -27,6 +38,9 @@ namespace spoofloss {
 namespace cuda {
 namespace {
 
+// Centres whose dot products one block reduction carries.
+constexpr int kCenterTile = 4;
+
 // Valid frame count of utterance b, or -1 for a length outside [1, T].
 __device__ inline int64_t utterance_length(const CosineLayout& layout, int64_t b) {
   if (layout.lengths == nullptr) return layout.frames;
@@ -34,13 +48,7 @@ __device__ inline int64_t utterance_length(const CosineLayout& layout, int64_t b
       math::load_as_double(layout.lengths, layout.lengths_dtype, b * layout.lengths_stride), layout.frames);
 }
 
-// Epilogue target of utterance b: the label's class (-1 if not 0/1) or the score's centre.
-__device__ inline int64_t utterance_target(const CosineLayout& layout, int64_t b, int64_t score_target) {
-  if (layout.label == nullptr) return score_target;
-  return math::label_class(math::load_as_double(layout.label, layout.label_dtype, b * layout.label_stride));
-}
-
-// Threads of a block as a grid of `lanes` packed columns of D by `rows` frames.
+// Threads of a block as a grid of `lanes` packs of D by `rows` frames.
 struct BlockShape {
   int lanes;
   int rows;
@@ -57,258 +65,316 @@ __device__ inline BlockShape block_shape(int64_t packs_per_row) {
   return s;
 }
 
-// partial: [B, chunks, D]
-template <typename scalar_t, typename acc_t, int VEC>
+// center_sq [C]: grid (C).
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads) center_norms_kernel(
+    const acc_t* __restrict__ centers, int64_t dim, acc_t* __restrict__ center_sq) {
+  SPOOFLOSS_SHARED_ARRAY(acc_t, shared, kThreads / kWarp);
+  const acc_t* center = centers + static_cast<int64_t>(blockIdx.x) * dim;
+  acc_t sum[1] = {acc_t(0)};
+  for (int64_t d = threadIdx.x; d < dim; d += kThreads) sum[0] += center[d] * center[d];
+  block_sum(sum, shared);
+  if (threadIdx.x == 0) center_sq[blockIdx.x] = sum[0];
+}
+
+// partial: [B, chunks, D]. VEC consecutive features per thread, loaded as one
+// pack when kVectorized, else one by one (same order either way).
+template <typename scalar_t, typename acc_t, bool kVectorized>
 __global__ void __launch_bounds__(kThreads) pool_chunks_kernel(
     const scalar_t* __restrict__ emb, const CosineLayout layout, int64_t frames_per_chunk, acc_t* __restrict__ partial) {
+  constexpr int VEC = packed_width<scalar_t>();
   SPOOFLOSS_DYNAMIC_SHARED(unsigned char, shared_bytes);
   acc_t* rows_sum = reinterpret_cast<acc_t*>(shared_bytes);  // [kThreads, VEC]
-  const int64_t b = blockIdx.x;
+  const int64_t dim = layout.dim;
   const int64_t chunk = blockIdx.y;
-  const int64_t length = utterance_length(layout, b);  // -1: read nothing, the epilogue writes NaN
-  const int64_t t0 = chunk * frames_per_chunk;
-  const int64_t t1 = length < t0 + frames_per_chunk ? length : t0 + frames_per_chunk;
-  const int64_t packs = layout.dim / VEC;
+  const int64_t packs = ceil_div(dim, VEC);
   const BlockShape s = block_shape(packs);
-  const scalar_t* first = emb + b * layout.emb_stride_batch;
-  acc_t* out = partial + (b * gridDim.y + chunk) * layout.dim;
-
-  for (int64_t p0 = 0; p0 < packs; p0 += s.lanes) {
-    const int64_t p = p0 + s.lane;
-    acc_t acc[VEC];
+  for (int64_t b = blockIdx.x; b < layout.batch; b += gridDim.x) {
+    const int64_t length = utterance_length(layout, b);  // -1: read nothing, the epilogue writes NaN
+    const int64_t t0 = chunk * frames_per_chunk;
+    const int64_t t1 = length < t0 + frames_per_chunk ? length : t0 + frames_per_chunk;
+    const scalar_t* first = emb + b * layout.emb_stride_batch;
+    acc_t* out = partial + (b * gridDim.y + chunk) * dim;
+    for (int64_t p0 = 0; p0 < packs; p0 += s.lanes) {
+      const int64_t p = p0 + s.lane;
+      acc_t acc[VEC];
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) acc[i] = acc_t(0);
-    if (s.row < s.rows && p < packs) {
+      for (int i = 0; i < VEC; ++i) acc[i] = acc_t(0);
+      if (s.row < s.rows && p < packs) {
 #pragma unroll 4
-      for (int64_t t = t0 + s.row; t < t1; t += s.rows) {
-        const auto x = load_packed<scalar_t, VEC>(first + t * layout.emb_stride_time + p * VEC);
+        for (int64_t t = t0 + s.row; t < t1; t += s.rows) {
+          const auto x = load_pack<scalar_t, VEC, kVectorized>(first + t * layout.emb_stride_time + p * VEC, dim - p * VEC);
 #pragma unroll
-        for (int i = 0; i < VEC; ++i) acc[i] += static_cast<acc_t>(x.values[i]);
-      }
-    }
-    if (s.rows > 1) {
-      // Fold the rows together in row order (deterministic).
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) rows_sum[threadIdx.x * VEC + i] = acc[i];
-      __syncthreads();
-      if (s.row == 0) {
-        for (int r = 1; r < s.rows; ++r) {
-#pragma unroll
-          for (int i = 0; i < VEC; ++i) acc[i] += rows_sum[(r * s.lanes + s.lane) * VEC + i];
+          for (int i = 0; i < VEC; ++i) acc[i] += static_cast<acc_t>(x.values[i]);
         }
       }
-      __syncthreads();
-    }
-    if (s.row == 0 && p < packs) {
+      if (s.rows > 1) {
+        // Fold the rows together in row order (deterministic).
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) out[p * VEC + i] = acc[i];
+        for (int i = 0; i < VEC; ++i) rows_sum[threadIdx.x * VEC + i] = acc[i];
+        __syncthreads();
+        if (s.row == 0) {
+          for (int r = 1; r < s.rows; ++r) {
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) acc[i] += rows_sum[(r * s.lanes + s.lane) * VEC + i];
+          }
+        }
+        __syncthreads();
+      }
+      if (s.row == 0 && p < packs) {
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) {
+          if (p * VEC + i < dim) out[p * VEC + i] = acc[i];
+        }
+      }
     }
   }
 }
 
-// Per utterance: sum of squares of x, x . c_k and |c_k|^2, summed over D.
+// The cosines of one pooled row x [D] with the C centres, into cos [C]
+// (shared), kCenterTile centres per block reduction; returns, in thread 0,
+// 1 / |x| and whether |x| was clamped. Every thread reads only the elements of
+// x it wrote itself (d = threadIdx.x + i * kThreads), and cos is complete in
+// every thread on return.
 template <typename acc_t>
-struct RowSums {
-  static constexpr int kCount = 1 + 2 * kMaxCenters;
-  acc_t v[kCount];
-  __device__ acc_t& sum_sq() { return v[0]; }
-  __device__ acc_t& dot(int k) { return v[1 + k]; }
-  __device__ acc_t& center_sq(int k) { return v[1 + kMaxCenters + k]; }
-
-  __device__ void zero() {
+__device__ inline acc_t row_cosines(
+    const acc_t* x, const acc_t* centers, const acc_t* center_sq, int64_t dim, int num_centers, acc_t* shared,
+    acc_t* cos, bool* clamped) {
+  acc_t inv_norm = acc_t(0);
+  for (int k0 = 0; k0 < num_centers; k0 += kCenterTile) {
+    acc_t sums[1 + kCenterTile];  // |x|^2 (first tile), then x . c_k
 #pragma unroll
-    for (int i = 0; i < kCount; ++i) v[i] = acc_t(0);
-  }
-
-  // Adds feature d of the pooled row (x) and of the centres [C, D].
-  __device__ void add(acc_t x, const acc_t* centers, int64_t d, int64_t dim, int num_centers) {
-    sum_sq() += x * x;
-    for (int k = 0; k < num_centers; ++k) {
-      const acc_t ck = centers[k * dim + d];
-      dot(k) += x * ck;
-      center_sq(k) += ck * ck;
+    for (int j = 0; j <= kCenterTile; ++j) sums[j] = acc_t(0);
+    for (int64_t d = threadIdx.x; d < dim; d += kThreads) {
+      const acc_t xd = x[d];
+      if (k0 == 0) sums[0] += xd * xd;
+#pragma unroll
+      for (int j = 0; j < kCenterTile; ++j) {
+        if (k0 + j < num_centers) sums[1 + j] += xd * centers[(k0 + j) * dim + d];
+      }
+    }
+    block_sum(sums, shared);
+    if (threadIdx.x == 0) {
+      if (k0 == 0) inv_norm = math::inverse_norm(sums[0], clamped);
+      for (int j = 0; j < kCenterTile && k0 + j < num_centers; ++j) {
+        bool center_clamped;
+        cos[k0 + j] = sums[1 + j] * inv_norm * math::inverse_norm(center_sq[k0 + j], &center_clamped);
+      }
     }
   }
-};
-
-// Cosines from block-summed RowSums (thread 0 only).
-template <typename acc_t>
-__device__ inline acc_t cosines_from_sums(
-    RowSums<acc_t>& sums, int num_centers, acc_t* cos, acc_t* inv_center_norm, bool* center_clamped, bool* clamped) {
-  const acc_t inv_norm = math::inverse_norm(sums.sum_sq(), clamped);
-  for (int k = 0; k < kMaxCenters; ++k) {
-    cos[k] = acc_t(0);
-    inv_center_norm[k] = acc_t(0);
-    center_clamped[k] = false;
-    if (k < num_centers) {
-      inv_center_norm[k] = math::inverse_norm(sums.center_sq(k), &center_clamped[k]);
-      cos[k] = sums.dot(k) * inv_norm * inv_center_norm[k];
-    }
-  }
+  __syncthreads();
   return inv_norm;
 }
 
-// loss_per_utterance may be null (the score op).
+// loss_per_utterance may be null (the score op). Dynamic shared memory: cos [C].
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) cosine_epilogue_kernel(
-    const acc_t* __restrict__ partial, int64_t chunks, const acc_t* __restrict__ centers, const CosineLayout layout,
-    Epilogue epilogue, const MarginParams<acc_t> params, int64_t score_center, acc_t* __restrict__ loss_per_utterance,
-    acc_t* __restrict__ score, acc_t* __restrict__ pooled) {
-  SPOOFLOSS_SHARED_ARRAY(acc_t, shared, kThreads / kWarp * RowSums<acc_t>::kCount);
-  const int64_t b = blockIdx.x;
+    const acc_t* __restrict__ partial, int64_t chunks, const acc_t* __restrict__ centers,
+    const acc_t* __restrict__ center_sq, const CosineLayout layout, const CosineEpilogue<acc_t> epilogue,
+    acc_t* __restrict__ loss_per_utterance, acc_t* __restrict__ score, acc_t* __restrict__ pooled) {
+  SPOOFLOSS_SHARED_ARRAY(acc_t, shared, kThreads / kWarp * (1 + kCenterTile));
+  SPOOFLOSS_DYNAMIC_SHARED(unsigned char, shared_bytes);
+  acc_t* cos = reinterpret_cast<acc_t*>(shared_bytes);  // [C]
   const int64_t dim = layout.dim;
-  const int num_centers = static_cast<int>(layout.num_centers);
-  const int64_t length = utterance_length(layout, b);
-  const acc_t inv_length = length > 0 ? acc_t(1) / static_cast<acc_t>(length) : math::quiet_nan<acc_t>();
-  RowSums<acc_t> sums;
-  sums.zero();
-  for (int64_t d = threadIdx.x; d < dim; d += kThreads) {
-    const acc_t* column = partial + b * chunks * dim + d;
-    acc_t x = column[0];
-    for (int64_t c = 1; c < chunks; ++c) x += column[c * dim];
-    x *= inv_length;
-    pooled[b * dim + d] = x;
-    sums.add(x, centers, d, dim, num_centers);
-  }
-  block_sum(sums.v, shared);
-  if (threadIdx.x == 0) {
-    acc_t cos[kMaxCenters], inv_center_norm[kMaxCenters];
-    bool center_clamped[kMaxCenters], clamped;
-    cosines_from_sums(sums, num_centers, cos, inv_center_norm, center_clamped, &clamped);
-    score[b] = cos[score_center];
-    if (loss_per_utterance != nullptr) {
-      // An invalid label makes the loss NaN, not the score.
-      const int64_t target = utterance_target(layout, b, score_center);
-      loss_per_utterance[b] = math::margin_epilogue(epilogue, cos, target, params).loss;
+  const int64_t num_centers = layout.num_centers;
+  const auto kind = static_cast<LossKind>(epilogue.loss);
+  for (int64_t b = blockIdx.x; b < layout.batch; b += gridDim.x) {
+    const int64_t length = utterance_length(layout, b);
+    const acc_t inv_length = length > 0 ? acc_t(1) / static_cast<acc_t>(length) : math::quiet_nan<acc_t>();
+    acc_t* x = pooled + b * dim;
+    for (int64_t d = threadIdx.x; d < dim; d += kThreads) {
+      const acc_t* column = partial + b * chunks * dim + d;
+      acc_t sum = column[0];
+      for (int64_t c = 1; c < chunks; ++c) sum += column[c * dim];
+      x[d] = sum * inv_length;
     }
+    bool clamped;
+    row_cosines(x, centers, center_sq, dim, num_centers, shared, cos, &clamped);
+    if (threadIdx.x == 0) {
+      // An invalid label makes the loss NaN, not the score.
+      const UtteranceTarget target = math::read_target(layout, b);
+      score[b] = math::utterance_score<acc_t>(epilogue, cos, num_centers, target, acc_t(0), nullptr);
+      if (loss_per_utterance != nullptr) {
+        loss_per_utterance[b] =
+            math::cosine_loss<acc_t>(kind, cos, num_centers, target, epilogue.params, acc_t(0), nullptr);
+      }
+    }
+    __syncthreads();  // thread 0 reads cos before the next utterance overwrites it
   }
 }
 
+// frame_grad [B, D]: d (loss, score) / d pooled_b / L_b, what every valid frame
+// of utterance b receives; alpha and g_cos [B, C] for the centre gradient.
+// grad_loss and grad_score may each be null. Dynamic shared memory: cos [C],
+// g [C] and the coefficients alpha_k / L (k < C) and beta / L.
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) backward_coefficients_kernel(
-    const acc_t* __restrict__ grad_loss, const acc_t* __restrict__ pooled, const acc_t* __restrict__ centers,
-    const CosineLayout layout, Epilogue epilogue, Reduction reduction, const MarginParams<acc_t> params,
-    int64_t score_target, acc_t* __restrict__ frame_grad, acc_t* __restrict__ alpha, acc_t* __restrict__ g_cos) {
-  SPOOFLOSS_SHARED_ARRAY(acc_t, shared, kThreads / kWarp * RowSums<acc_t>::kCount);
-  SPOOFLOSS_SHARED_ARRAY(acc_t, coefficients, kMaxCenters + 1);  // alpha_k / L, beta / L
-  const int64_t b = blockIdx.x;
+    const acc_t* __restrict__ grad_loss, const acc_t* __restrict__ grad_score, const acc_t* __restrict__ pooled,
+    const acc_t* __restrict__ centers, const acc_t* __restrict__ center_sq, const CosineLayout layout,
+    const CosineEpilogue<acc_t> epilogue, Reduction reduction, acc_t* __restrict__ frame_grad,
+    acc_t* __restrict__ alpha, acc_t* __restrict__ g_cos) {
+  SPOOFLOSS_SHARED_ARRAY(acc_t, shared, kThreads / kWarp * (1 + kCenterTile));
+  SPOOFLOSS_DYNAMIC_SHARED(unsigned char, shared_bytes);
+  const int64_t num_centers = layout.num_centers;
+  acc_t* cos = reinterpret_cast<acc_t*>(shared_bytes);  // [C]
+  acc_t* g = cos + num_centers;                         // [C]
+  acc_t* coefficients = g + num_centers;                // [C + 1]
   const int64_t dim = layout.dim;
-  const int num_centers = static_cast<int>(layout.num_centers);
-  const acc_t* x = pooled + b * dim;
-  RowSums<acc_t> sums;
-  sums.zero();
-  for (int64_t d = threadIdx.x; d < dim; d += kThreads) sums.add(x[d], centers, d, dim, num_centers);
-  block_sum(sums.v, shared);
-  if (threadIdx.x == 0) {
-    acc_t cos[kMaxCenters], inv_center_norm[kMaxCenters];
-    bool center_clamped[kMaxCenters], clamped;
-    const acc_t inv_norm = cosines_from_sums(sums, num_centers, cos, inv_center_norm, center_clamped, &clamped);
-    const auto result = math::margin_epilogue(epilogue, cos, utterance_target(layout, b, score_target), params);
-    const acc_t weight = math::reduction_weight(reduction, grad_loss, b, layout.batch);
-    acc_t g[kMaxCenters];
-    for (int k = 0; k < kMaxCenters; ++k) {
-      g[k] = weight * result.dloss_dcos[k];
-      g_cos[b * kMaxCenters + k] = k < num_centers ? g[k] * cos[k] : acc_t(0);
+  const auto kind = static_cast<LossKind>(epilogue.loss);
+  for (int64_t b = blockIdx.x; b < layout.batch; b += gridDim.x) {
+    const acc_t* x = pooled + b * dim;
+    bool clamped;
+    const acc_t inv_norm = row_cosines(x, centers, center_sq, dim, num_centers, shared, cos, &clamped);
+    if (threadIdx.x == 0) {
+      const UtteranceTarget target = math::read_target(layout, b);
+      for (int64_t k = 0; k < num_centers; ++k) g[k] = acc_t(0);
+      if (grad_loss != nullptr) {
+        const acc_t weight = math::reduction_weight(reduction, grad_loss, b, layout.batch);
+        math::cosine_loss<acc_t>(kind, cos, num_centers, target, epilogue.params, weight, g);
+      }
+      if (grad_score != nullptr) {
+        math::utterance_score<acc_t>(epilogue, cos, num_centers, target, grad_score[b], g);
+      }
+      acc_t* alpha_b = alpha + b * num_centers;
+      const acc_t beta = math::pooled_gradient(g, cos, center_sq, inv_norm, clamped, num_centers, alpha_b);
+      const int64_t length = utterance_length(layout, b);
+      const acc_t inv_length = length > 0 ? acc_t(1) / static_cast<acc_t>(length) : math::quiet_nan<acc_t>();
+      for (int64_t k = 0; k < num_centers; ++k) {
+        g_cos[b * num_centers + k] = g[k] * cos[k];
+        coefficients[k] = alpha_b[k] * inv_length;
+      }
+      coefficients[num_centers] = beta * inv_length;
     }
-    const auto coef = math::pooled_gradient(g, cos, inv_center_norm, inv_norm, clamped, num_centers);
-    const int64_t length = utterance_length(layout, b);
-    const acc_t inv_length = length > 0 ? acc_t(1) / static_cast<acc_t>(length) : math::quiet_nan<acc_t>();
-    for (int k = 0; k < kMaxCenters; ++k) {
-      alpha[b * kMaxCenters + k] = coef.alpha[k];
-      coefficients[k] = coef.alpha[k] * inv_length;
+    __syncthreads();
+    for (int64_t d = threadIdx.x; d < dim; d += kThreads) {
+      acc_t v = coefficients[num_centers] * x[d];
+      for (int64_t k = 0; k < num_centers; ++k) v += coefficients[k] * centers[k * dim + d];
+      frame_grad[b * dim + d] = v;
     }
-    coefficients[kMaxCenters] = coef.beta * inv_length;
-  }
-  __syncthreads();
-  for (int64_t d = threadIdx.x; d < dim; d += kThreads) {
-    acc_t v = coefficients[kMaxCenters] * x[d];
-    for (int k = 0; k < num_centers; ++k) v += coefficients[k] * centers[k * dim + d];
-    frame_grad[b * dim + d] = v;
+    __syncthreads();  // coefficients are rewritten for the next utterance
   }
 }
 
 // grad_emb: contiguous [B, T, D]. An invalid length writes its NaN row on every frame.
-template <typename scalar_t, typename acc_t, int VEC>
+template <typename scalar_t, typename acc_t, bool kVectorized>
 __global__ void __launch_bounds__(kThreads) broadcast_frames_kernel(
     const acc_t* __restrict__ frame_grad, const CosineLayout layout, int64_t frames_per_chunk,
     scalar_t* __restrict__ grad_emb) {
-  const int64_t b = blockIdx.x;
-  const int64_t t0 = blockIdx.y * frames_per_chunk;
-  const int64_t t_end = t0 + frames_per_chunk < layout.frames ? t0 + frames_per_chunk : layout.frames;
-  const int64_t length = utterance_length(layout, b);
-  const int64_t valid = length > 0 ? length : layout.frames;
+  constexpr int VEC = packed_width<scalar_t>();
   const int64_t dim = layout.dim;
-  const int64_t packs = dim / VEC;
+  const int64_t packs = ceil_div(dim, VEC);
   const BlockShape s = block_shape(packs);
   if (s.row >= s.rows) return;  // no barrier below
-  scalar_t* out = grad_emb + b * layout.frames * dim;
-  for (int64_t p = s.lane; p < packs; p += s.lanes) {
-    Packed<scalar_t, VEC> row, zero;
+  const int64_t t0 = blockIdx.y * frames_per_chunk;
+  const int64_t t_end = t0 + frames_per_chunk < layout.frames ? t0 + frames_per_chunk : layout.frames;
+  for (int64_t b = blockIdx.x; b < layout.batch; b += gridDim.x) {
+    const int64_t length = utterance_length(layout, b);
+    const int64_t valid = length > 0 ? length : layout.frames;
+    scalar_t* out = grad_emb + b * layout.frames * dim;
+    for (int64_t p = s.lane; p < packs; p += s.lanes) {
+      Packed<scalar_t, VEC> row, zero;
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      row.values[i] = static_cast<scalar_t>(frame_grad[b * dim + p * VEC + i]);
-      zero.values[i] = scalar_t(0);
-    }
+      for (int i = 0; i < VEC; ++i) {
+        const int64_t d = p * VEC + i;
+        row.values[i] = static_cast<scalar_t>(d < dim ? frame_grad[b * dim + d] : acc_t(0));
+        zero.values[i] = scalar_t(0);
+      }
 #pragma unroll 4
-    for (int64_t t = t0 + s.row; t < t_end; t += s.rows) {
-      store_packed<scalar_t, VEC>(out + t * dim + p * VEC, t < valid ? row : zero);
+      for (int64_t t = t0 + s.row; t < t_end; t += s.rows) {
+        store_pack<scalar_t, VEC, kVectorized>(out + t * dim + p * VEC, t < valid ? row : zero, dim - p * VEC);
+      }
     }
   }
 }
 
-// grad_centers [C, D] = sum_b alpha_bk x_b - (sum_b g_bk cos_bk) c_k / |c_k|^2.
+// Columns of D a centre-gradient block covers, and the batch rows it splits
+// its segment into.
+constexpr int kCenterColumns = 32;
+constexpr int kCenterRows = kThreads / kCenterColumns;
+
+// center_partials [S, C, D]: sum over the utterances b of segment s of
+// alpha_bk x_b[d]. grid (ceil(D / 32), C, S).
 template <typename acc_t>
-__global__ void __launch_bounds__(kThreads) center_gradient_kernel(
-    const acc_t* __restrict__ pooled, const acc_t* __restrict__ centers, const acc_t* __restrict__ alpha,
-    const acc_t* __restrict__ g_cos, int64_t batch, int64_t dim, int64_t num_centers, acc_t* __restrict__ grad_centers) {
-  const int64_t index = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (index >= num_centers * dim) return;
-  const int64_t k = index / dim;
-  const int64_t d = index % dim;
-  const acc_t* center = centers + k * dim;
-  acc_t center_sq = 0;
-  for (int64_t j = 0; j < dim; ++j) center_sq += center[j] * center[j];
-  bool clamped;
-  const acc_t inv_center_norm = math::inverse_norm(center_sq, &clamped);
-  acc_t radial = 0;
-  acc_t along_x = 0;
-  for (int64_t b = 0; b < batch; ++b) {
-    radial += g_cos[b * kMaxCenters + k];
-    along_x += alpha[b * kMaxCenters + k] * pooled[b * dim + d];
+__global__ void __launch_bounds__(kThreads) center_gradient_partials_kernel(
+    const acc_t* __restrict__ pooled, const acc_t* __restrict__ alpha, int64_t batch, int64_t dim, int64_t num_centers,
+    int64_t segment_length, acc_t* __restrict__ center_partials) {
+  SPOOFLOSS_SHARED_ARRAY(acc_t, rows, kThreads);
+  const int column = threadIdx.x % kCenterColumns;
+  const int row = threadIdx.x / kCenterColumns;
+  const int64_t d = static_cast<int64_t>(blockIdx.x) * kCenterColumns + column;
+  const int64_t k = blockIdx.y;
+  const int64_t segment = blockIdx.z;
+  const int64_t b0 = segment * segment_length;
+  const int64_t b1 = b0 + segment_length < batch ? b0 + segment_length : batch;
+  acc_t sum = acc_t(0);
+  if (d < dim) {
+    for (int64_t b = b0 + row; b < b1; b += kCenterRows) sum += alpha[b * num_centers + k] * pooled[b * dim + d];
   }
-  const acc_t radial_scale = clamped ? acc_t(0) : -radial * inv_center_norm * inv_center_norm;
-  grad_centers[index] = along_x + radial_scale * center[d];
+  rows[threadIdx.x] = sum;
+  __syncthreads();
+  if (row == 0 && d < dim) {
+    for (int r = 1; r < kCenterRows; ++r) sum += rows[r * kCenterColumns + column];  // in row order
+    center_partials[(segment * num_centers + k) * dim + d] = sum;
+  }
 }
 
-// 16-byte accesses when D, the strides and the pointer allow them; else scalar.
-template <typename scalar_t>
-bool can_pack(const void* data, int64_t dim, int64_t stride_batch, int64_t stride_time) {
-  constexpr int vec = packed_width<scalar_t>();
-  return reinterpret_cast<uintptr_t>(data) % 16 == 0 && dim % vec == 0 && stride_batch % vec == 0 &&
-      stride_time % vec == 0;
+// grad_centers [C, D] = sum over segments (in order) of center_partials,
+// - (sum_b g_bk cos_bk) c_k / |c_k|^2. grid (ceil(D / 256), C).
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads) center_gradient_finish_kernel(
+    const acc_t* __restrict__ center_partials, int64_t segments, const acc_t* __restrict__ g_cos,
+    const acc_t* __restrict__ centers, const acc_t* __restrict__ center_sq, int64_t batch, int64_t dim,
+    int64_t num_centers, acc_t* __restrict__ grad_centers) {
+  SPOOFLOSS_SHARED_ARRAY(acc_t, shared, kThreads / kWarp);
+  SPOOFLOSS_SHARED_ARRAY(acc_t, radial_scale, 1);
+  const int64_t k = blockIdx.y;
+  // The same sum in every block of centre k: each computes it rather than wait for another.
+  CompensatedSum<acc_t> running;
+  for (int64_t b = threadIdx.x; b < batch; b += kThreads) running.add(g_cos[b * num_centers + k]);
+  acc_t radial[1] = {running.sum};
+  block_sum(radial, shared);
+  if (threadIdx.x == 0) radial_scale[0] = math::radial_scale(radial[0], center_sq[k]);
+  __syncthreads();
+  const int64_t d = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (d < dim) {
+    acc_t sum = center_partials[k * dim + d];
+    for (int64_t s = 1; s < segments; ++s) sum += center_partials[(s * num_centers + k) * dim + d];
+    grad_centers[k * dim + d] = sum + radial_scale[0] * centers[k * dim + d];
+  }
+}
+
+template <typename acc_t>
+void launch_center_norms(const acc_t* centers, const CosineLayout& layout, acc_t* center_sq, cudaStream_t stream) {
+  SPOOFLOSS_LAUNCH(static_cast<unsigned>(layout.num_centers), kThreads, 0, stream, center_norms_kernel<acc_t>)(
+      centers, layout.dim, center_sq);
+  SPOOFLOSS_LAUNCH_CHECK();
 }
 
 }  // namespace
 
 template <typename scalar_t>
 void launch_cosine_forward(
-    const scalar_t* emb, const acc_of<scalar_t>* centers, const CosineLayout& layout, Epilogue epilogue,
-    const MarginParams<acc_of<scalar_t>>& params, int64_t score_center, int64_t chunks, acc_of<scalar_t>* partial,
-    acc_of<scalar_t>* loss_per_utterance, acc_of<scalar_t>* score, acc_of<scalar_t>* pooled, cudaStream_t stream) {
+    const scalar_t* emb, const acc_of<scalar_t>* centers, const CosineLayout& layout,
+    const CosineEpilogue<acc_of<scalar_t>>& epilogue, const CosinePlan& plan,
+    const CosineForwardScratch<acc_of<scalar_t>>& scratch, acc_of<scalar_t>* loss_per_utterance,
+    acc_of<scalar_t>* score, acc_of<scalar_t>* pooled, cudaStream_t stream) {
   using acc_t = acc_of<scalar_t>;
   constexpr int vec = packed_width<scalar_t>();
-  const int64_t frames_per_chunk = ceil_div(layout.frames, chunks);
-  const dim3 grid(static_cast<unsigned>(layout.batch), static_cast<unsigned>(chunks));
-  if (can_pack<scalar_t>(emb, layout.dim, layout.emb_stride_batch, layout.emb_stride_time)) {
-    SPOOFLOSS_LAUNCH(grid, kThreads, kThreads * vec * sizeof(acc_t), stream, pool_chunks_kernel<scalar_t, acc_t, vec>)(
-        emb, layout, frames_per_chunk, partial);
+  launch_center_norms(centers, layout, scratch.center_sq, stream);
+  const dim3 grid(static_cast<unsigned>(plan.utterance_blocks), static_cast<unsigned>(plan.chunks));
+  const size_t rows_bytes = kThreads * vec * sizeof(acc_t);
+  if (rows_are_packed<scalar_t>(emb, layout.dim, layout.emb_stride_batch, layout.emb_stride_time)) {
+    SPOOFLOSS_LAUNCH(grid, kThreads, rows_bytes, stream, pool_chunks_kernel<scalar_t, acc_t, true>)(
+        emb, layout, plan.frames_per_chunk, scratch.partial);
   } else {
-    SPOOFLOSS_LAUNCH(grid, kThreads, kThreads * sizeof(acc_t), stream, pool_chunks_kernel<scalar_t, acc_t, 1>)(
-        emb, layout, frames_per_chunk, partial);
+    SPOOFLOSS_LAUNCH(grid, kThreads, rows_bytes, stream, pool_chunks_kernel<scalar_t, acc_t, false>)(
+        emb, layout, plan.frames_per_chunk, scratch.partial);
   }
   SPOOFLOSS_LAUNCH_CHECK();
-  SPOOFLOSS_LAUNCH(static_cast<unsigned>(layout.batch), kThreads, 0, stream, cosine_epilogue_kernel<acc_t>)(
-      partial, chunks, centers, layout, epilogue, params, score_center, loss_per_utterance, score, pooled);
+  const size_t cos_bytes = layout.num_centers * sizeof(acc_t);
+  SPOOFLOSS_LAUNCH(
+      static_cast<unsigned>(plan.utterance_blocks), kThreads, cos_bytes, stream, cosine_epilogue_kernel<acc_t>)(
+      scratch.partial, plan.chunks, centers, scratch.center_sq, layout, epilogue, loss_per_utterance, score, pooled);
   SPOOFLOSS_LAUNCH_CHECK();
 }
 
@@ -321,41 +387,50 @@ void launch_reduce_loss(const acc_t* values, int64_t n, bool mean, acc_t* loss, 
 
 template <typename scalar_t>
 void launch_cosine_backward(
-    const acc_of<scalar_t>* grad_loss, const acc_of<scalar_t>* pooled, const acc_of<scalar_t>* centers,
-    const CosineLayout& layout, Epilogue epilogue, Reduction reduction, const MarginParams<acc_of<scalar_t>>& params,
-    int64_t score_target, int64_t chunks, acc_of<scalar_t>* frame_grad, acc_of<scalar_t>* alpha,
-    acc_of<scalar_t>* g_cos, scalar_t* grad_emb, acc_of<scalar_t>* grad_centers, cudaStream_t stream) {
+    const acc_of<scalar_t>* grad_loss, const acc_of<scalar_t>* grad_score, const acc_of<scalar_t>* pooled,
+    const acc_of<scalar_t>* centers, const CosineLayout& layout, const CosineEpilogue<acc_of<scalar_t>>& epilogue,
+    Reduction reduction, const CosinePlan& plan, const CosineBackwardScratch<acc_of<scalar_t>>& scratch,
+    scalar_t* grad_emb, acc_of<scalar_t>* grad_centers, cudaStream_t stream) {
   using acc_t = acc_of<scalar_t>;
-  constexpr int vec = packed_width<scalar_t>();
-  SPOOFLOSS_LAUNCH(static_cast<unsigned>(layout.batch), kThreads, 0, stream, backward_coefficients_kernel<acc_t>)(
-      grad_loss, pooled, centers, layout, epilogue, reduction, params, score_target, frame_grad, alpha, g_cos);
+  launch_center_norms(centers, layout, scratch.center_sq, stream);
+  const auto utterance_blocks = static_cast<unsigned>(plan.utterance_blocks);
+  const size_t coefficient_bytes = (3 * layout.num_centers + 1) * sizeof(acc_t);  // cos, g, coefficients
+  SPOOFLOSS_LAUNCH(utterance_blocks, kThreads, coefficient_bytes, stream, backward_coefficients_kernel<acc_t>)(
+      grad_loss, grad_score, pooled, centers, scratch.center_sq, layout, epilogue, reduction, scratch.frame_grad,
+      scratch.alpha, scratch.g_cos);
   SPOOFLOSS_LAUNCH_CHECK();
-  const int64_t frames_per_chunk = ceil_div(layout.frames, chunks);
-  const dim3 grid(static_cast<unsigned>(layout.batch), static_cast<unsigned>(chunks));
-  if (can_pack<scalar_t>(grad_emb, layout.dim, layout.emb_stride_batch, layout.emb_stride_time)) {
-    SPOOFLOSS_LAUNCH(grid, kThreads, 0, stream, broadcast_frames_kernel<scalar_t, acc_t, vec>)(
-        frame_grad, layout, frames_per_chunk, grad_emb);
+  const dim3 frames_grid(utterance_blocks, static_cast<unsigned>(plan.chunks));
+  if (rows_are_packed<scalar_t>(grad_emb, layout.dim, layout.emb_stride_batch, layout.emb_stride_time)) {
+    SPOOFLOSS_LAUNCH(frames_grid, kThreads, 0, stream, broadcast_frames_kernel<scalar_t, acc_t, true>)(
+        scratch.frame_grad, layout, plan.frames_per_chunk, grad_emb);
   } else {
-    SPOOFLOSS_LAUNCH(grid, kThreads, 0, stream, broadcast_frames_kernel<scalar_t, acc_t, 1>)(
-        frame_grad, layout, frames_per_chunk, grad_emb);
+    SPOOFLOSS_LAUNCH(frames_grid, kThreads, 0, stream, broadcast_frames_kernel<scalar_t, acc_t, false>)(
+        scratch.frame_grad, layout, plan.frames_per_chunk, grad_emb);
   }
   SPOOFLOSS_LAUNCH_CHECK();
-  const int64_t elements = layout.num_centers * layout.dim;
-  const unsigned center_blocks = static_cast<unsigned>(ceil_div(elements, kThreads));
-  SPOOFLOSS_LAUNCH(center_blocks, kThreads, 0, stream, center_gradient_kernel<acc_t>)(
-      pooled, centers, alpha, g_cos, layout.batch, layout.dim, layout.num_centers, grad_centers);
+  const dim3 partials_grid(
+      static_cast<unsigned>(ceil_div(layout.dim, kCenterColumns)), static_cast<unsigned>(layout.num_centers),
+      static_cast<unsigned>(plan.batch_segments));
+  SPOOFLOSS_LAUNCH(partials_grid, kThreads, 0, stream, center_gradient_partials_kernel<acc_t>)(
+      pooled, scratch.alpha, layout.batch, layout.dim, layout.num_centers, plan.segment_length,
+      scratch.center_partials);
+  SPOOFLOSS_LAUNCH_CHECK();
+  const dim3 finish_grid(static_cast<unsigned>(ceil_div(layout.dim, kThreads)), static_cast<unsigned>(layout.num_centers));
+  SPOOFLOSS_LAUNCH(finish_grid, kThreads, 0, stream, center_gradient_finish_kernel<acc_t>)(
+      scratch.center_partials, plan.batch_segments, scratch.g_cos, centers, scratch.center_sq, layout.batch,
+      layout.dim, layout.num_centers, grad_centers);
   SPOOFLOSS_LAUNCH_CHECK();
 }
 
-#define SPOOFLOSS_INSTANTIATE_COSINE(scalar_t)                                                                     \
-  template void launch_cosine_forward<scalar_t>(                                                                   \
-      const scalar_t*, const acc_of<scalar_t>*, const CosineLayout&, Epilogue, const MarginParams<acc_of<scalar_t>>&, \
-      int64_t, int64_t, acc_of<scalar_t>*, acc_of<scalar_t>*, acc_of<scalar_t>*, acc_of<scalar_t>*,                  \
-      cudaStream_t);                                                                                               \
-  template void launch_cosine_backward<scalar_t>(                                                                  \
-      const acc_of<scalar_t>*, const acc_of<scalar_t>*, const acc_of<scalar_t>*, const CosineLayout&, Epilogue,      \
-      Reduction, const MarginParams<acc_of<scalar_t>>&, int64_t, int64_t, acc_of<scalar_t>*, acc_of<scalar_t>*,      \
-      acc_of<scalar_t>*, scalar_t*, acc_of<scalar_t>*, cudaStream_t);
+#define SPOOFLOSS_INSTANTIATE_COSINE(scalar_t)                                                                   \
+  template void launch_cosine_forward<scalar_t>(                                                                 \
+      const scalar_t*, const acc_of<scalar_t>*, const CosineLayout&, const CosineEpilogue<acc_of<scalar_t>>&,      \
+      const CosinePlan&, const CosineForwardScratch<acc_of<scalar_t>>&, acc_of<scalar_t>*, acc_of<scalar_t>*,     \
+      acc_of<scalar_t>*, cudaStream_t);                                                                          \
+  template void launch_cosine_backward<scalar_t>(                                                                \
+      const acc_of<scalar_t>*, const acc_of<scalar_t>*, const acc_of<scalar_t>*, const acc_of<scalar_t>*,           \
+      const CosineLayout&, const CosineEpilogue<acc_of<scalar_t>>&, Reduction, const CosinePlan&,                  \
+      const CosineBackwardScratch<acc_of<scalar_t>>&, scalar_t*, acc_of<scalar_t>*, cudaStream_t);
 SPOOFLOSS_INSTANTIATE_FOR_INPUT_TYPES(SPOOFLOSS_INSTANTIATE_COSINE)
 #undef SPOOFLOSS_INSTANTIATE_COSINE
 

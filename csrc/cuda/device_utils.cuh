@@ -42,14 +42,34 @@ __device__ inline void block_sum(T (&values)[N], T* shared) {
   __syncthreads();  // `shared` may be reused by the caller
 }
 
+// A running sum with Kahan's compensation: the rounding error of each addition
+// is carried into the next, so a thread's sum of thousands of values (a batch
+// of 1M losses over 256 threads) stays within a few ulp instead of growing with
+// the count. Additions only, so nvcc cannot contract anything into an FMA;
+// deterministic. Once the sum is not finite the compensation stops (inf stays
+// inf instead of becoming inf - inf = NaN).
+template <typename T>
+struct CompensatedSum {
+  T sum = T(0);
+  T carry = T(0);
+
+  __device__ void add(T value) {
+    const T y = value - carry;
+    const T t = sum + y;
+    carry = t - t == T(0) ? (t - sum) - y : T(0);  // t - t: 0 when t is finite, NaN otherwise
+    sum = t;
+  }
+};
+
 // *out = (sum of values [n]) / divisor, by one block in a fixed order: the
 // last step of every reduced loss.
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) sum_kernel(
     const acc_t* __restrict__ values, int64_t n, acc_t divisor, acc_t* __restrict__ out) {
   SPOOFLOSS_SHARED_ARRAY(acc_t, shared, kThreads / kWarp);
-  acc_t total[1] = {acc_t(0)};
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) total[0] += values[i];
+  CompensatedSum<acc_t> running;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) running.add(values[i]);
+  acc_t total[1] = {running.sum};
   block_sum(total, shared);
   if (threadIdx.x == 0) *out = total[0] / divisor;
 }
@@ -76,6 +96,45 @@ __device__ inline void store_packed(T* address, const Packed<T, VEC>& packed) {
 template <typename T>
 constexpr int packed_width() {
   return 16 / sizeof(T) > 0 ? static_cast<int>(16 / sizeof(T)) : 1;
+}
+
+// VEC consecutive elements of a row, as one 16-byte access when the kernel
+// runs vectorized (address aligned, the row a whole number of packs), else
+// element by element, with the `available` elements of a short last pack and
+// zeros after them. Both read the same values into the same lanes, so a
+// kernel's arithmetic, and its bits, do not depend on the alignment of its
+// input.
+template <typename T, int VEC, bool kVectorized>
+__device__ inline Packed<T, VEC> load_pack(const T* address, int64_t available) {
+  if constexpr (kVectorized) {
+    return load_packed<T, VEC>(address);
+  } else {
+    Packed<T, VEC> out;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) out.values[i] = i < available ? address[i] : T(0);
+    return out;
+  }
+}
+
+template <typename T, int VEC, bool kVectorized>
+__device__ inline void store_pack(T* address, const Packed<T, VEC>& packed, int64_t available) {
+  if constexpr (kVectorized) {
+    store_packed<T, VEC>(address, packed);
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      if (i < available) address[i] = packed.values[i];
+    }
+  }
+}
+
+// Whether rows of `dim` elements at `data`, `stride` elements apart, can be
+// read a pack at a time.
+template <typename T>
+inline bool rows_are_packed(const void* data, int64_t dim, int64_t stride_batch, int64_t stride_time) {
+  constexpr int vec = packed_width<T>();
+  return reinterpret_cast<uintptr_t>(data) % 16 == 0 && dim % vec == 0 && stride_batch % vec == 0 &&
+      stride_time % vec == 0;
 }
 
 }  // namespace cuda

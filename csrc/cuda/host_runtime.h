@@ -1,6 +1,6 @@
 // What the host side of the CUDA ops (csrc/cuda/*_ops.cpp) needs of a device:
 // the dispatch key its kernels register under, a device guard, the current
-// stream, the multiprocessor count and scratch allocation. On a CUDA build
+// stream, the largest grid and scratch allocation. On a CUDA build
 // these are ATen's; on the emulated build (SPOOFLOSS_CUDA_EMULATION) the same
 // host code registers for CPU tensors and runs the kernels on the emulated
 // device, so the chunk, grid and scratch decisions are the ones a GPU gets.
@@ -41,8 +41,8 @@ inline cudaStream_t current_stream() {
   return nullptr;
 }
 
-inline int multiprocessor_count() {
-  return emulation::multiprocessor_count();
+inline int64_t max_grid_x() {
+  return emulation::max_grid_x();
 }
 
 // Scratch the kernels write before they read it; poisoned here with NaN so
@@ -62,8 +62,8 @@ inline cudaStream_t current_stream() {
   return at::cuda::getCurrentCUDAStream();
 }
 
-inline int multiprocessor_count() {
-  return at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+inline int64_t max_grid_x() {
+  return at::cuda::getCurrentDeviceProperties()->maxGridSize[0];
 }
 
 inline at::Tensor empty_scratch(at::IntArrayRef sizes, const at::TensorOptions& options) {

@@ -75,7 +75,7 @@ def _load_library():
 
 _C = _load_library()
 
-from . import ops  # noqa: E402
+from . import ops, registry  # noqa: E402
 from .am_softmax import AMSoftmaxLoss  # noqa: E402
 from .base import AbsASVSpoofLoss  # noqa: E402
 from .binary import BinaryLoss  # noqa: E402
@@ -87,4 +87,4 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
-__all__ = ["AbsASVSpoofLoss", "AMSoftmaxLoss", "BinaryLoss", "OCSoftmaxLoss", "build_info", "ops"]
+__all__ = ["AbsASVSpoofLoss", "AMSoftmaxLoss", "BinaryLoss", "OCSoftmaxLoss", "build_info", "ops", "registry"]

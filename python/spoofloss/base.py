@@ -45,7 +45,19 @@ def reduction_code(reduction: str) -> int:
         raise ValueError(f"reduction must be one of {sorted(REDUCTIONS)}, got {reduction!r}") from None
 
 
-def check_bonafide_label(bonafide_label: int) -> int:
-    if bonafide_label not in (0, 1) or isinstance(bonafide_label, float):
-        raise ValueError(f"bonafide_label must be 0 or 1, got {bonafide_label!r}")
+def check_tensor(name: str, value, optional: bool = False) -> None:
+    """A TypeError naming ``name`` unless ``value`` is a tensor (or None where
+    ``optional``). An isinstance test, no host synchronisation: without it a None
+    reaches the op and torch says only "tensor does not have a device"."""
+    if not isinstance(value, torch.Tensor) and not (optional and value is None):
+        kind = "a tensor or None" if optional else "a tensor"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}" + (
+            "" if value is None else f" {value!r}"[:80]))
+
+
+def check_bonafide_label(bonafide_label: int, classes: int = 2) -> int:
+    """The bona fide class index: an int (or bool) in [0, classes)."""
+    if isinstance(bonafide_label, float) or not isinstance(bonafide_label, int) or not 0 <= bonafide_label < classes:
+        allowed = "0 or 1" if classes == 2 else f"a class index in [0, {classes})"
+        raise ValueError(f"bonafide_label must be {allowed}, got {bonafide_label!r}")
     return int(bonafide_label)

@@ -3,9 +3,12 @@
 from torch import Tensor
 
 from . import ops
-from .base import AbsASVSpoofLoss, check_bonafide_label, reduction_code
+from .base import AbsASVSpoofLoss, check_bonafide_label, check_tensor, reduction_code
+from .registry import register
 
 
+@register(name="binary", family="logits", reference="BinaryLoss", espnet_name="binary_loss",
+          variants={"bonafide-0": {"bonafide_label": 0}})
 class BinaryLoss(AbsASVSpoofLoss):
     """BCE with logits: softplus(pred) - target * pred, exact for any logit.
 
@@ -24,7 +27,10 @@ class BinaryLoss(AbsASVSpoofLoss):
         return "binary_loss"
 
     def forward(self, pred: Tensor, label: Tensor) -> Tensor:
+        check_tensor("pred", pred)
+        check_tensor("label", label)
         return ops.binary_cross_entropy(pred, label, self.bonafide_label, reduction_code(self.reduction))
 
     def score(self, pred: Tensor) -> Tensor:
+        check_tensor("pred", pred)
         return pred

@@ -5,51 +5,62 @@ from typing import Optional
 from torch import Tensor
 
 from . import ops
-from .base import AbsASVSpoofLoss, check_bonafide_label, reduction_code
+from .base import AbsASVSpoofLoss, check_tensor, reduction_code
 
 
 class CosineMarginLoss(AbsASVSpoofLoss):
     """A loss of the cosine-margin family over emb [B, T, D] or [B, D].
 
-    Subclasses set ``_epilogue``, the margins and the scale, and register their
-    centres as the parameter named ``_centers_name`` (ESPnet's names).
+    A subclass names its row of the library's loss table (``loss_name``),
+    registers its centres as the parameter named ``centers_name`` (ESPnet's
+    names), and says how its hyper-parameters map onto the op's scale and two
+    margins (``_margins``) and how it scores (``_score_rule``). Margins and
+    scales are read at every call, so a schedule may change them between steps.
     """
 
-    _epilogue: int
-    _centers_name: str
+    loss_name: str
+    centers_name: str
 
-    def __init__(self, weight: float, bonafide_label: int, reduction: str):
+    def __init__(self, weight: float, reduction: str):
         super().__init__(weight)
-        self.bonafide_label = check_bonafide_label(bonafide_label)
         reduction_code(reduction)
         self.reduction = reduction
 
     def _margins(self) -> tuple[float, float, float]:
-        """(scale, margin of bona fide, margin of spoof)."""
+        """(scale, margin of bona fide, margin of the other classes)."""
         raise NotImplementedError
 
-    def _score_center(self) -> int:
+    def _score_rule(self) -> tuple[int, int]:
+        """(score rule code, score centre) of ``score``."""
         raise NotImplementedError
+
+    @property
+    def _centers(self) -> Tensor:
+        return getattr(self, self.centers_name)
+
+    def _run(self, label, emb, lengths, center_index=None) -> tuple[Tensor, Tensor]:
+        check_tensor("label", label)
+        check_tensor("emb", emb)
+        check_tensor("lengths", lengths, optional=True)
+        scale, margin_bonafide, margin_spoof = self._margins()
+        score_rule, score_center = self._score_rule()
+        return ops.cosine_margin_loss_and_score(
+            emb, self._centers, label, lengths, ops.loss_code(self.loss_name), scale, margin_bonafide, margin_spoof,
+            self.bonafide_label, reduction_code(self.reduction), score_rule, score_center, center_index)
 
     def forward(self, label: Tensor, emb: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
-        """The loss. label: [B] or [B, 1] holding 0/1; lengths: valid frames per utterance."""
-        scale, margin_bonafide, margin_spoof = self._margins()
-        return ops.cosine_margin_loss(
-            emb, getattr(self, self._centers_name), label, lengths, self._epilogue, scale, margin_bonafide,
-            margin_spoof, self.bonafide_label, reduction_code(self.reduction),
-        )
+        """The loss. label: [B] or [B, 1] class indices; lengths: valid frames per utterance."""
+        return self._run(label, emb, lengths)[0]
 
     def score(self, emb: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
-        """Cosine of the pooled emb with the bona fide centre, shape [B]."""
-        return ops.cosine_score(emb, getattr(self, self._centers_name), lengths, self._score_center())
+        """The countermeasure score [B] (higher is more bona fide), differentiable."""
+        check_tensor("emb", emb)
+        check_tensor("lengths", lengths, optional=True)
+        score_rule, score_center = self._score_rule()
+        return ops.cosine_score(emb, self._centers, lengths, score_center, score_rule, self._margins()[0])
 
     def forward_and_score(self, label: Tensor, emb: Tensor, lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """The loss and ``score`` from one pass over emb (a training step that
-        reports both need not read emb twice); the score carries no gradient."""
-        scale, margin_bonafide, margin_spoof = self._margins()
-        loss, score = ops.cosine_margin_loss_and_score(
-            emb, getattr(self, self._centers_name), label, lengths, self._epilogue, scale, margin_bonafide,
-            margin_spoof, self.bonafide_label, reduction_code(self.reduction),
-        )
-        # the op's backward ignores the score, so say so rather than hand back a silent zero gradient
-        return loss, score.detach()
+        reports both need not read emb twice); both are differentiable, and
+        their gradients come from one fused backward pass."""
+        return self._run(label, emb, lengths)

@@ -3,17 +3,21 @@
 import torch
 
 from . import ops
+from .base import check_bonafide_label
 from .cosine import CosineMarginLoss
+from .registry import register
 
 
+@register(name="oc_softmax", family="cosine", reference="OCSoftmaxLoss", espnet_name="oc_softmax_loss",
+          variants={"bonafide-0": {"bonafide_label": 0}})
 class OCSoftmaxLoss(CosineMarginLoss):
     """softplus(alpha * (m_real - cos)) for bona fide, softplus(alpha * (cos - m_fake)) for spoof.
 
     ``score`` is the cosine to the centre. Defaults are ESPnet's.
     """
 
-    _epilogue = ops.OC_SOFTMAX
-    _centers_name = "center"
+    loss_name = "oc_softmax"
+    centers_name = "center"
 
     def __init__(
         self,
@@ -25,7 +29,8 @@ class OCSoftmaxLoss(CosineMarginLoss):
         bonafide_label: int = 1,
         reduction: str = "mean",
     ):
-        super().__init__(weight, bonafide_label, reduction)
+        super().__init__(weight, reduction)
+        self.bonafide_label = check_bonafide_label(bonafide_label)
         self.enc_dim = enc_dim
         self.m_real = m_real
         self.m_fake = m_fake
@@ -40,5 +45,5 @@ class OCSoftmaxLoss(CosineMarginLoss):
     def _margins(self) -> tuple[float, float, float]:
         return self.alpha, self.m_real, self.m_fake
 
-    def _score_center(self) -> int:
-        return 0
+    def _score_rule(self) -> tuple[int, int]:
+        return ops.score_rule_code("center_cosine"), 0

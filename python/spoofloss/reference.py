@@ -13,16 +13,19 @@ Math (see the API contract), per utterance ``b``:
   pooled.
 * ``cos_{b,k}`` is the cosine between ``pooled_b`` and centre ``k``, both
   normalised with ``F.normalize(..., eps=1e-12)``.
-* AM-softmax: cross-entropy of class ``label_b`` over the logits
-  ``s * (cos_k - m * [k == label_b])`` (computed as softplus(z_other - z_y),
-  its exact two-class form); the score is ``cos_{b, bonafide_label}``.
+* AM-softmax: cross-entropy of class ``label_b`` over the C logits
+  ``s * (cos_k - m * [k == label_b])`` (m of the bona fide class may differ
+  from the others'; computed as ``log(1 + sum_{k != y} exp(z_k - z_y))``, no
+  cancellation; softplus(z_other - z_y) for two classes); the score is
+  ``cos_{b, bonafide_label}``, or the log-posterior of the bona fide class.
 * OC-softmax: ``softplus(alpha * (m_real - cos_b))`` for bona fide
   (``label_b == bonafide_label``), ``softplus(alpha * (cos_b - m_fake))`` for
   spoof; the score is ``cos_b``.
 * Binary: binary cross-entropy with logits over the flattened ``pred``, with the
   target ``label`` (or ``1 - label`` when ``bonafide_label == 0``).
 
-Labels may be [B] or [B, 1] of any integer, bool or float dtype holding 0/1.
+Labels may be [B] or [B, 1] of any integer, bool or float dtype holding class
+indices (0/1 for two classes).
 Only shapes and arguments are checked here (cheap, no host synchronisation);
 label and length values are trusted.
 """
@@ -37,6 +40,9 @@ from torch import nn
 
 __all__ = [
     "masked_mean",
+    "cosines",
+    "cosine_margin_loss",
+    "cosine_score",
     "am_softmax_loss",
     "am_softmax_score",
     "oc_softmax_loss",
@@ -107,7 +113,7 @@ def masked_mean(emb: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> to
     return total / lengths.to(device=emb.device, dtype=emb.dtype).unsqueeze(1)
 
 
-def _cosines(emb: torch.Tensor, centers: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+def cosines(emb: torch.Tensor, centers: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
     """cos [B, C] between the pooled embeddings and the centres [C, D]."""
     if centers.dim() != 2:
         raise ValueError(f"centers must have shape [C, D], got shape {tuple(centers.shape)}")
@@ -124,10 +130,44 @@ def _cosines(emb: torch.Tensor, centers: torch.Tensor, lengths: Optional[torch.T
     return xn @ cn.t()
 
 
+_cosines = cosines  # the name the test helpers used
+
+
 def _softplus(x: torch.Tensor) -> torch.Tensor:
     # log(1 + exp(x)) exactly for every x (F.softplus switches to x above its
     # threshold of 20, which is 2e-9 away from the exact value).
     return torch.logaddexp(x, x.new_zeros(()))
+
+
+def _class_label(label: torch.Tensor, batch: int, device) -> torch.Tensor:
+    return _flat_label(label, batch).to(device=device).long()
+
+
+def margin_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy [B] of class target[b] over logits [B, C], as
+    log(1 + sum_{k != y} exp(z_k - z_y)): no cancellation, so a loss of 1e-12
+    keeps its digits (F.cross_entropy computes lse(z) - z_y, which loses all
+    relative accuracy below ~1e-9 in float64)."""
+    z_y = logits.gather(1, target.unsqueeze(1))  # [B, 1]
+    gaps = logits - z_y
+    others = gaps.masked_fill(F.one_hot(target, logits.shape[1]).bool(), float("-inf"))  # [B, C]
+    largest = others.max(dim=1).values.clamp_min(0)  # [B]
+    tail = torch.exp(others - largest.unsqueeze(1)).sum(dim=1)
+    return torch.where(largest > 0, largest + torch.log(torch.exp(-largest) + tail), torch.log1p(tail))
+
+
+def am_softmax_from_cosines(cos: torch.Tensor, target: torch.Tensor, s: float, m_bonafide: float, m_spoof: float,
+                            bonafide_label: int) -> torch.Tensor:
+    """AM-softmax per utterance [B] from cos [B, C] and class targets [B]."""
+    # (the margins as tensors of cos's dtype: where() of two Python floats would round them to float32)
+    margin = torch.where(target == bonafide_label, cos.new_tensor(m_bonafide), cos.new_tensor(m_spoof))  # [B]
+    logits = s * (cos - margin.unsqueeze(1) * F.one_hot(target, cos.shape[1]).to(cos.dtype))
+    if cos.shape[1] == 2:
+        # the exact two-class form: softplus(z_other - z_y)
+        z_y = logits.gather(1, target.unsqueeze(1)).squeeze(1)
+        z_other = logits.gather(1, (1 - target).unsqueeze(1)).squeeze(1)
+        return _softplus(z_other - z_y)
+    return margin_cross_entropy(logits, target)
 
 
 def am_softmax_loss(
@@ -138,22 +178,18 @@ def am_softmax_loss(
     s: float = 20.0,
     m: float = 0.5,
     reduction: str = "mean",
+    bonafide_label: int = 1,
+    m_spoof: Optional[float] = None,
 ) -> torch.Tensor:
-    """AM-softmax (CosFace) loss with two centres [2, D]; class ``label_b``."""
+    """AM-softmax (CosFace) loss with C >= 2 centres [C, D], centre k for class k;
+    the margin m of the bona fide class, m_spoof (default m) of the others."""
     _check_reduction(reduction)
-    if centers.dim() != 2 or centers.shape[0] != 2:
-        raise ValueError(f"centers must have shape [2, enc_dim], got shape {tuple(centers.shape)}")
-    cos = _cosines(emb, centers, lengths)  # [B, 2]
-    target = _flat_label(label, cos.shape[0]).to(device=cos.device).long()
-    onehot = F.one_hot(target, num_classes=2).to(cos.dtype)
-    logits = s * (cos - m * onehot)
-    # The cross-entropy of class y over two logits, in its exact two-class form
-    # softplus(z_other - z_y). F.cross_entropy(logits, target) is the same
-    # function but computes lse(z) - z_y and, backwards, p_y - 1: both cancel,
-    # losing all relative accuracy once the loss falls below ~1e-9 (float64).
-    z_y = logits.gather(1, target.unsqueeze(1)).squeeze(1)
-    z_other = logits.gather(1, (1 - target).unsqueeze(1)).squeeze(1)
-    return _reduce(_softplus(z_other - z_y), reduction)
+    if centers.dim() != 2 or centers.shape[0] < 2:
+        raise ValueError(f"centers must have shape [C >= 2, enc_dim], got shape {tuple(centers.shape)}")
+    cos = cosines(emb, centers, lengths)  # [B, C]
+    target = _class_label(label, cos.shape[0], cos.device)
+    per = am_softmax_from_cosines(cos, target, s, m, m if m_spoof is None else m_spoof, bonafide_label)
+    return _reduce(per, reduction)
 
 
 def am_softmax_score(
@@ -163,8 +199,32 @@ def am_softmax_score(
     bonafide_label: int = 1,
 ) -> torch.Tensor:
     """Cosine [B] between the pooled embedding and the bona fide centre."""
-    _check_bonafide_label(bonafide_label)
-    return _cosines(emb, centers, lengths)[:, bonafide_label]
+    if not 0 <= bonafide_label < centers.shape[0] or isinstance(bonafide_label, bool):
+        raise ValueError(f"bonafide_label must lie in [0, {centers.shape[0]}), got {bonafide_label!r}")
+    return cosines(emb, centers, lengths)[:, bonafide_label]
+
+
+def log_posterior_score(
+    emb: torch.Tensor,
+    centers: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    center: int = 1,
+    s: float = 20.0,
+) -> torch.Tensor:
+    """log softmax_k(s cos_k) at class ``center``, [B]: the margin-free posterior
+    of the bona fide class that AIR-ASVspoof and NII's baselines rank by (for two
+    classes a function of cos_bona - cos_spoof alone)."""
+    cos = cosines(emb, centers, lengths)
+    target = torch.full((cos.shape[0],), center, dtype=torch.long, device=cos.device)
+    return -margin_cross_entropy(s * cos, target)
+
+
+def oc_softmax_from_cosines(cos: torch.Tensor, target: torch.Tensor, m_real: float, m_fake: float, alpha: float,
+                            bonafide_label: int) -> torch.Tensor:
+    """One-class softmax per utterance [B] from cos [B, 1] and class targets [B]."""
+    cos = cos[:, 0]
+    margin = torch.where(target == bonafide_label, m_real - cos, cos - m_fake)
+    return _softplus(alpha * margin)
 
 
 def oc_softmax_loss(
@@ -183,10 +243,9 @@ def oc_softmax_loss(
     _check_bonafide_label(bonafide_label)
     if center.dim() != 2 or center.shape[0] != 1:
         raise ValueError(f"center must have shape [1, enc_dim], got shape {tuple(center.shape)}")
-    cos = _cosines(emb, center, lengths)[:, 0]  # [B]
-    bonafide = _flat_label(label, cos.shape[0]).to(cos.device) == bonafide_label
-    margin = torch.where(bonafide, m_real - cos, cos - m_fake)
-    return _reduce(_softplus(alpha * margin), reduction)
+    cos = cosines(emb, center, lengths)  # [B, 1]
+    target = _class_label(label, cos.shape[0], cos.device)
+    return _reduce(oc_softmax_from_cosines(cos, target, m_real, m_fake, alpha, bonafide_label), reduction)
 
 
 def oc_softmax_score(
@@ -195,7 +254,69 @@ def oc_softmax_score(
     lengths: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Cosine [B] between the pooled embedding and the one centre."""
-    return _cosines(emb, center, lengths)[:, 0]
+    return cosines(emb, center, lengths)[:, 0]
+
+
+# The op-level form of each cosine-margin loss, by its name in the library's
+# loss table (csrc/cosine_losses.h): per-utterance losses [B] from
+# (cos [B, C], class targets [B], centre indices [B] or None, scale,
+# margin_bonafide, margin_spoof, bonafide_label). What
+# spoofloss.ops.cosine_margin_loss computes; the double backward of the fused
+# ops differentiates these.
+OP_FORMS = {
+    "am_softmax": lambda cos, target, center_index, scale, mb, ms, bonafide: am_softmax_from_cosines(
+        cos, target, scale, mb, ms, bonafide),
+    "oc_softmax": lambda cos, target, center_index, scale, mb, ms, bonafide: oc_softmax_from_cosines(
+        cos, target, mb, ms, scale, bonafide),
+}
+
+
+def cosine_margin_loss(
+    loss: str,
+    label: torch.Tensor,
+    emb: torch.Tensor,
+    centers: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    *,
+    center_index: Optional[torch.Tensor] = None,
+    scale: float,
+    margin_bonafide: float,
+    margin_spoof: float,
+    bonafide_label: int,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """The reference of spoofloss.ops.cosine_margin_loss for the loss named ``loss``."""
+    cos = cosines(emb, centers, lengths)
+    target = _class_label(label, cos.shape[0], cos.device)
+    index = None if center_index is None else center_index.to(cos.device).long()
+    per = OP_FORMS[loss](cos, target, index, scale, margin_bonafide, margin_spoof, bonafide_label)
+    return _reduce(per, reduction)
+
+
+def cosine_score(
+    rule: str,
+    emb: torch.Tensor,
+    centers: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    *,
+    score_center: int = 0,
+    scale: float = 1.0,
+    center_index: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """The reference of the score rules (spoofloss.ops.SCORE_RULES), [B]."""
+    cos = cosines(emb, centers, lengths)
+    if rule == "center_cosine":
+        return cos[:, score_center]
+    if rule == "nearest_center":
+        return cos.max(dim=1).values
+    if rule == "log_posterior":
+        target = torch.full((cos.shape[0],), score_center, dtype=torch.long, device=cos.device)
+        return -margin_cross_entropy(scale * cos, target)
+    if rule == "utterance_center":
+        if center_index is None:
+            raise ValueError("the utterance_center score needs center_index")
+        return cos.gather(1, center_index.to(cos.device).long().clamp_min(0).unsqueeze(1)).squeeze(1)
+    raise ValueError(f"unknown score rule {rule!r}")
 
 
 def binary_loss(
@@ -254,7 +375,7 @@ class BinaryLoss(nn.Module):
 
 
 class AMSoftmaxLoss(nn.Module):
-    """Reference of ``spoofloss.AMSoftmaxLoss``: centres [2, enc_dim], torch ops chain."""
+    """Reference of ``spoofloss.AMSoftmaxLoss``: centres [num_classes, enc_dim], torch ops chain."""
 
     def __init__(
         self,
@@ -264,17 +385,24 @@ class AMSoftmaxLoss(nn.Module):
         m: float = 0.5,
         bonafide_label: int = 1,
         reduction: str = "mean",
+        num_classes: int = 2,
+        score: str = "cosine",
     ):
         super().__init__()
-        _check_bonafide_label(bonafide_label)
+        if not 0 <= bonafide_label < num_classes or isinstance(bonafide_label, (bool, float)):
+            raise ValueError(f"bonafide_label must lie in [0, {num_classes}), got {bonafide_label!r}")
         _check_reduction(reduction)
+        if score not in ("cosine", "posterior"):
+            raise ValueError(f"score must be 'cosine' or 'posterior', got {score!r}")
         self.weight = weight
         self.enc_dim = enc_dim
         self.s = s
         self.m = m
         self.bonafide_label = bonafide_label
         self.reduction = reduction
-        self.centers = nn.Parameter(torch.randn(2, enc_dim))
+        self.num_classes = num_classes
+        self.score_kind = score
+        self.centers = nn.Parameter(torch.randn(num_classes, enc_dim))
 
     @property
     def name(self) -> str:
@@ -284,10 +412,13 @@ class AMSoftmaxLoss(nn.Module):
         self, label: torch.Tensor, emb: torch.Tensor, lengths: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         return am_softmax_loss(
-            label, emb, self.centers, lengths, s=self.s, m=self.m, reduction=self.reduction
+            label, emb, self.centers, lengths, s=self.s, m=self.m, reduction=self.reduction,
+            bonafide_label=self.bonafide_label,
         )
 
     def score(self, emb: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.score_kind == "posterior":
+            return log_posterior_score(emb, self.centers, lengths, center=self.bonafide_label, s=self.s)
         return am_softmax_score(emb, self.centers, lengths, bonafide_label=self.bonafide_label)
 
 

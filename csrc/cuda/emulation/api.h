@@ -31,6 +31,12 @@ uint64_t seed();
 void set_multiprocessor_count(int count);
 int multiprocessor_count();
 
+// What cudaDeviceProp::maxGridSize[0] reports and the launch check enforces
+// (default 2^31 - 1, as on every GPU); a test lowers it to make kernels loop
+// over a batch larger than their grid.
+void set_max_grid_x(int64_t blocks);
+int64_t max_grid_x();
+
 // What a GPU run of the ops costs in launches and scratch memory, counted
 // since the last reset (the tests pin them per op call).
 struct Counters {

@@ -35,7 +35,11 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-#if !defined(__x86_64__)
+// The context switch: a few instructions of assembly on x86-64, ucontext
+// elsewhere (or with SPOOFLOSS_EMULATION_UCONTEXT, to test that path on x86-64).
+#if defined(__x86_64__) && !defined(SPOOFLOSS_EMULATION_UCONTEXT)
+#define SPOOFLOSS_EMULATION_ASM_SWITCH 1
+#else
 #include <ucontext.h>
 #endif
 
@@ -69,6 +73,7 @@ uint64_t env_u64(const char* name, uint64_t fallback) {
 std::atomic<uint64_t> g_seed{env_u64("SPOOFLOSS_EMULATION_SEED", 0)};
 std::atomic<int> g_multiprocessors{static_cast<int>(env_u64("SPOOFLOSS_EMULATED_MULTIPROCESSORS", 132))};
 std::atomic<uint64_t> g_launch_serial{0};
+std::atomic<int64_t> g_max_grid_x{static_cast<int64_t>(kMaxGridX)};
 
 std::mutex g_stats_mutex;
 Counters g_counters;
@@ -90,7 +95,7 @@ struct Random {
 };
 
 // ---------------------------------------------------------- context switch
-#if defined(__x86_64__)
+#ifdef SPOOFLOSS_EMULATION_ASM_SWITCH
 // Saves the callee-saved registers on the current stack, stores the stack
 // pointer in *save, and resumes the context whose stack pointer is `load`
 // (saved by an earlier switch, or prepared by prepare_context). A plain
@@ -132,9 +137,9 @@ void switch_context(Context* save, Context* load) {
   spoofloss_emulation_switch(&save->sp, load->sp);
 }
 
-// A fresh stack whose first switch `ret`s into entry() with the alignment of a
-// function just called.
-void prepare_context(Context* context, char* stack_top, void (*entry)()) {
+// A fresh stack [stack_low, stack_top) whose first switch `ret`s into entry()
+// with the alignment of a function just called.
+void prepare_context(Context* context, char* /*stack_low*/, char* stack_top, void (*entry)()) {
   auto* sp = reinterpret_cast<uint64_t*>(reinterpret_cast<uintptr_t>(stack_top) & ~uintptr_t(15));
   *--sp = 0;  // entry()'s return address (it never returns): after `ret`, rsp + 8 is 16-byte aligned, as after a call
   *--sp = reinterpret_cast<uint64_t>(entry);
@@ -151,10 +156,10 @@ void switch_context(Context* save, Context* load) {
   swapcontext(&save->uc, &load->uc);
 }
 
-void prepare_context(Context* context, char* stack_top, void (*entry)()) {
+void prepare_context(Context* context, char* stack_low, char* stack_top, void (*entry)()) {
   getcontext(&context->uc);
-  context->uc.uc_stack.ss_sp = stack_top - (kStackBytes - kPageBytes);
-  context->uc.uc_stack.ss_size = kStackBytes - kPageBytes;
+  context->uc.uc_stack.ss_sp = stack_low;
+  context->uc.uc_stack.ss_size = static_cast<size_t>(stack_top - stack_low);
   context->uc.uc_link = nullptr;
   makecontext(&context->uc, entry, 0);
 }
@@ -493,7 +498,7 @@ void run_block(BlockRun& run, const uint3& block_idx) {
     // for each of up to 1024 threads) halves the time of a context switch.
     char* top = f.stack + kStackBytes - (static_cast<size_t>(t) * 17 % 1024) * 64;
     asan_forget_stack_top(top);
-    prepare_context(&f.context, top, &fiber_entry);
+    prepare_context(&f.context, f.stack + kPageBytes, top, &fiber_entry);
     run.ready.push_back(t);
   }
   while (true) {
@@ -514,8 +519,8 @@ std::string check_config(const LaunchConfig& c) {
   const uint64_t threads = uint64_t(c.block.x) * c.block.y * c.block.z;
   if (c.grid.x == 0 || c.grid.y == 0 || c.grid.z == 0) {
     why << "grid " << describe(c.grid) << " is empty";
-  } else if (c.grid.x > kMaxGridX) {
-    why << "grid.x = " << c.grid.x << " exceeds 2^31 - 1";
+  } else if (c.grid.x > static_cast<uint64_t>(g_max_grid_x.load())) {
+    why << "grid.x = " << c.grid.x << " exceeds the device's " << g_max_grid_x.load();
   } else if (c.grid.y > kMaxGridYZ || c.grid.z > kMaxGridYZ) {
     why << "grid " << describe(c.grid) << ": y and z may not exceed 65535";
   } else if (threads == 0) {
@@ -721,6 +726,16 @@ void set_multiprocessor_count(int count) {
 
 int multiprocessor_count() {
   return g_multiprocessors.load();
+}
+
+void set_max_grid_x(int64_t blocks) {
+  TORCH_CHECK_VALUE(
+      blocks >= 1 && static_cast<uint64_t>(blocks) <= kMaxGridX, "max grid x must lie in [1, 2^31 - 1], got ", blocks);
+  g_max_grid_x.store(blocks);
+}
+
+int64_t max_grid_x() {
+  return g_max_grid_x.load();
 }
 
 void reset_counters() {

@@ -1,8 +1,12 @@
-// torch.ops.spoofloss_emulation.selftest(case, n): runs one of the kernels of
-// selftest_kernels.cu on the emulated device (emulated builds only) and
-// returns its output [n]; the emulator's report of a bug arrives as a
-// RuntimeError. Its own namespace, so that the op surface of csrc/ops.cpp
-// stays what every build has.
+// Test-only ops of the emulated build, in a namespace of their own so that the
+// op surface of csrc/ops.cpp stays what every build has:
+//   torch.ops.spoofloss_emulation.selftest(case, n): runs one of the kernels of
+//     selftest_kernels.cu and returns its output [n]; the emulator's report of
+//     a bug arrives as a RuntimeError.
+//   torch.ops.spoofloss_emulation.reduce_loss(values, mean): the ops' own
+//     reduction kernel (sum_kernel, launch_reduce_loss) on a float vector, so
+//     that its accuracy can be checked at a million values without running a
+//     million utterances through the emulated per-utterance kernels.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/randn.h>
@@ -36,11 +40,30 @@ at::Tensor selftest(c10::string_view name, int64_t n) {
   return out.narrow(0, 0, n);
 }
 
+at::Tensor reduce_loss(const at::Tensor& values, bool mean) {
+  TORCH_CHECK_VALUE(
+      values.dim() == 1 && values.numel() > 0 && (values.scalar_type() == at::kFloat || values.scalar_type() == at::kDouble),
+      "values must be a non-empty float32 or float64 vector, got ", values.scalar_type(), " of shape ", values.sizes());
+  const at::Tensor contiguous = values.contiguous();
+  at::Tensor out = at::empty({}, values.options());
+  if (values.scalar_type() == at::kFloat) {
+    cuda::launch_reduce_loss<float>(
+        contiguous.const_data_ptr<float>(), values.numel(), mean, out.mutable_data_ptr<float>(), cuda::current_stream());
+  } else {
+    cuda::launch_reduce_loss<double>(
+        contiguous.const_data_ptr<double>(), values.numel(), mean, out.mutable_data_ptr<double>(),
+        cuda::current_stream());
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(spoofloss_emulation, m) {
   m.def("selftest(str name, int n) -> Tensor");
   m.impl("selftest", c10::DispatchKey::CompositeExplicitAutograd, TORCH_FN(selftest));
+  m.def("reduce_loss(Tensor values, bool mean) -> Tensor");
+  m.impl("reduce_loss", c10::DispatchKey::CPU, TORCH_FN(reduce_loss));
 }
 
 }  // namespace emulation
