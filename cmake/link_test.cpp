@@ -40,16 +40,20 @@ int main() {
         at::binary_cross_entropy_with_logits(pred.detach(), label.to(at::kDouble)));
   check("binary_cross_entropy gradient", pred.grad(), (at::sigmoid(pred.detach()) - label.to(at::kDouble)) / 37);
 
-  // cosine_score(emb [B, T, D], centers [C, D], lengths [B], center_index) -> (score [B], pooled [B, D])
+  // cosine_score(emb [B, T, D], centers [C, D], lengths [B], center_index [B] or none,
+  //              score_rule (0: cosine with centers[score_center]), score_center, scale)
+  //   -> (score [B], pooled [B, D])
+  using OptionalTensor = std::optional<at::Tensor>;
   auto score_op = dispatcher.findSchemaOrThrow("spoofloss::cosine_score", "")
                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                const std::optional<at::Tensor>&, int64_t)>();
+                                                                const OptionalTensor&, const OptionalTensor&,
+                                                                int64_t, int64_t, double)>();
   const int64_t B = 5, T = 7, D = 16;
   at::Tensor emb = at::randn({B, T, D}, f64).set_requires_grad(true);
   at::Tensor centers = at::randn({2, D}, f64).set_requires_grad(true);
   at::Tensor lengths = at::tensor(std::vector<int64_t>{7, 1, 4, 6, 3});
   at::Tensor weights = at::rand({B}, f64);
-  auto [score, pooled] = score_op.call(emb, centers, lengths, 1);
+  auto [score, pooled] = score_op.call(emb, centers, lengths, std::nullopt, /*score_rule=*/0, /*score_center=*/1, 1.0);
   (score * weights).sum().backward();
 
   // the same from ATen's ops: time-mean over the valid frames, cosine with centers[1]

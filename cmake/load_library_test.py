@@ -40,13 +40,14 @@ loss.backward()
 check("binary_cross_entropy", loss.detach(), F.binary_cross_entropy_with_logits(pred.detach(), label.double()))
 check("binary_cross_entropy gradient", pred.grad, (torch.sigmoid(pred.detach()) - label.double()) / 37)
 
-# cosine_score(emb [B, T, D], centers [C, D], lengths [B], center_index): the cosine of
-# the time-mean over each utterance's valid frames with centers[center_index]
+# cosine_score(emb [B, T, D], centers [C, D], lengths [B], center_index None,
+# score_rule 0 (cosine with centers[score_center]), score_center 1, scale): the cosine
+# of the time-mean over each utterance's valid frames with centers[1]
 B, T, D = 5, 7, 16
 emb = torch.randn(B, T, D, generator=gen, dtype=torch.float64, requires_grad=True)
 centers = torch.randn(2, D, generator=gen, dtype=torch.float64, requires_grad=True)
 lengths = torch.tensor([7, 1, 4, 6, 3])
-score, pooled = ns.cosine_score(emb, centers, lengths, 1)
+score, pooled = ns.cosine_score(emb, centers, lengths, None, 0, 1, 1.0)
 weights = torch.rand(B, generator=gen, dtype=torch.float64)
 (score * weights).sum().backward()
 
