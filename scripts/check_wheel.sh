@@ -12,9 +12,11 @@
 #      its CPU build, seconds to install. Where
 #      it is not on disk the check is SKIPPED, saying so, because pip would download
 #      it (the CUDA build is several GB); WHEEL_TORCH_DOWNLOAD=1 lets pip fetch it;
-#   3. a build venv with that torch file and the build tools, then
-#      `pip wheel --no-build-isolation .` there, CPU-only (SPOOFLOSS_CPU_ONLY=1) to
-#      keep the compile short; the CUDA build is scripts/test.sh's business;
+#   3. a build venv with that torch file and the build tools; an sdist of the copy,
+#      then `pip wheel --no-build-isolation` of the unpacked sdist there (as
+#      `python -m build` does, so that a file the sdist lacks shows), CPU-only
+#      (SPOOFLOSS_CPU_ONLY=1) to keep the compile short; the CUDA build is
+#      scripts/test.sh's business;
 #   4. check the wheel's contents and metadata: the _C library and its torch stamp,
 #      every module of python/spoofloss, LICENSE, the torch pin, no tests or build junk;
 #      and that the metadata also builds with the oldest setuptools setup.py accepts
@@ -115,7 +117,7 @@ else
 fi
 
 # ------------------------------------------------------------------ 3. wheel
-step "3/6 build venv (torch==$WHEEL_TORCH) + pip wheel (CPU only)"
+step "3/6 build venv (torch==$WHEEL_TORCH) + sdist + pip wheel (CPU only)"
 "$BASE_PYTHON" -m venv "$WORK/build-venv"
 BUILD_PYTHON="$WORK/build-venv/bin/python"
 build_log="$WORK/build-venv.log"
@@ -125,8 +127,17 @@ if ! "$BUILD_PYTHON" -m pip install --disable-pip-version-check --progress-bar o
     fail "could not install torch==$WHEEL_TORCH and the build tools into the build venv"
 fi
 "$BUILD_PYTHON" -c 'import setuptools, torch; print(f"build venv: torch {torch.__version__}, setuptools {setuptools.__version__}")'
-BUILD_LOG_DIR="$WORK" pip_build wheel cpu "$BUILD_PYTHON" "$WORK/src" \
-    wheel --no-build-isolation --no-deps -w "$WORK/dist" . || fail "pip wheel failed"
+# the wheel is built from an sdist of the copy, as `python -m build` does: a file the
+# sdist lacks (MANIFEST.in) fails the build here rather than for a user
+mkdir -p "$WORK/sdist"
+sdist="$(cd "$WORK/src" && SPOOFLOSS_CPU_ONLY=1 "$BUILD_PYTHON" -c \
+    'import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))' "$WORK/sdist" \
+    2>"$WORK/sdist.log" | tail -n 1)" && [ -f "$WORK/sdist/$sdist" ] \
+    || { tail -n 30 "$WORK/sdist.log" >&2; fail "building the sdist failed"; }
+tar -C "$WORK/sdist" -xzf "$WORK/sdist/$sdist"
+echo "sdist $sdist: $(tar -tzf "$WORK/sdist/$sdist" | grep -vc '/$') files"
+BUILD_LOG_DIR="$WORK" pip_build wheel cpu "$BUILD_PYTHON" "$WORK/sdist/${sdist%.tar.gz}" \
+    wheel --no-build-isolation --no-deps -w "$WORK/dist" . || fail "pip wheel (from the sdist) failed"
 shopt -s nullglob
 wheels=("$WORK"/dist/spoofloss-*.whl)
 shopt -u nullglob
