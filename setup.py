@@ -16,29 +16,53 @@ Environment variables understood here:
 * ``SPOOFLOSS_SANITIZE=1``  build with AddressSanitizer and UndefinedBehaviorSanitizer
   (run Python with their runtimes preloaded; see README).
 * ``CUDA_HOME`` / ``CUDA_PATH``  CUDA toolkit root (otherwise found from nvcc).
-* ``TORCH_CUDA_ARCH_LIST``  GPU architectures (default "8.0;9.0"; nothing is
-  detected from the machine, which may have no GPU).
-* ``NVCC_THREADS``          nvcc ``--threads`` (default 2: the arches of one
-  file compile in parallel).
+* ``TORCH_CUDA_ARCH_LIST``  GPU architectures (default: DEFAULT_CUDA_ARCHS in
+  scripts/build_config.py; nothing is detected from the machine, which may
+  have no GPU).
+* ``NVCC_THREADS``          nvcc ``--threads``: how many architectures of one .cu
+  file compile at once (default: one per architecture, at most one per core).
 * ``MAX_JOBS``              parallel compile jobs (read by torch's ninja build).
+
+The facts shared with CMakeLists.txt and the scripts (the default architecture
+list, the C++ standard rule, the toolkit discovery, the minimum torch and
+setuptools) live in scripts/build_config.py.
 
 Install with ``pip install --no-build-isolation -e .`` (or without ``-e``).
 """
 
 import glob
+import importlib.util
 import os
-import re
-import shutil
-import subprocess
 import sys
 
-from setuptools import setup
-
-import torch
-import torch.utils.cpp_extension as cpp_ext
+import setuptools
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCH_LIST = "8.0;9.0"
+
+
+def _load_build_config():
+    # by path: scripts/ is no package, and putting it on sys.path would leak into the build
+    spec = importlib.util.spec_from_file_location("spoofloss_build_config",
+                                                  os.path.join(ROOT, "scripts", "build_config.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build_config = _load_build_config()
+SETUPTOOLS_MAJOR = int(setuptools.__version__.split(".")[0])
+# Checked before setuptools reads pyproject.toml, whose errors on an old setuptools
+# would not say what to do.
+if SETUPTOOLS_MAJOR < build_config.MIN_SETUPTOOLS:
+    sys.exit(f"spoofloss: setuptools {setuptools.__version__} is too old to build spoofloss (it needs "
+             f">= {build_config.MIN_SETUPTOOLS}); upgrade it in this environment: "
+             f"pip install -U 'setuptools>={build_config.MIN_SETUPTOOLS}'")
+
+from setuptools import setup  # noqa: E402
+
+import torch  # noqa: E402
+import torch.utils.cpp_extension as cpp_ext  # noqa: E402
+
 TRUE_VALUES = ("1", "true", "yes", "on")
 
 
@@ -55,40 +79,9 @@ def rel_sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
 
-def has_nvcc(root):
-    return os.path.isfile(os.path.join(root, "bin", "nvcc"))
-
-
 def find_cuda_toolkit():
     """Return (root, how_found) of the CUDA toolkit, or (None, why_not)."""
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        value = os.environ.get(var)
-        if value:
-            if has_nvcc(value):
-                return os.path.realpath(value), f"${var}"
-            log(f"warning: ${var}={value} has no bin/nvcc; ignoring it")
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        # nvcc on PATH may be a wrapper script (so dirname(dirname(nvcc)) is not
-        # the toolkit); ask nvcc itself where its toolkit lies.
-        try:
-            proc = subprocess.run(
-                [nvcc, "-dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
-                capture_output=True, text=True, timeout=120,
-            )
-            match = re.search(r"^#\$ TOP=(.+)$", proc.stderr + proc.stdout, re.MULTILINE)
-        except (OSError, subprocess.SubprocessError):
-            match = None
-        if match:
-            top = os.path.realpath(match.group(1).strip())
-            if has_nvcc(top):
-                return top, f"nvcc on PATH ({nvcc}, toolkit reported by nvcc -dryrun)"
-        guess = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
-        if has_nvcc(guess):
-            return guess, f"nvcc on PATH ({nvcc})"
-    if has_nvcc("/usr/local/cuda"):
-        return os.path.realpath("/usr/local/cuda"), "/usr/local/cuda"
-    return None, "no nvcc on PATH, no CUDA_HOME/CUDA_PATH, no /usr/local/cuda"
+    return build_config.find_cuda_toolkit(warn=lambda msg: log(f"warning: {msg}"))
 
 
 def decide_cuda():
@@ -117,54 +110,21 @@ def decide_cuda():
     return True, f"torch is a CUDA {torch.version.cuda} build and a toolkit was found ({how})", root
 
 
-# Headers that torch's CUDA headers (ATen/cuda/CUDAContext.h ...) include. Recent
-# pip-installed torch wheels ship them in site-packages/nvidia/*/include rather than
-# relying on the toolkit.
-CUDA_LIBRARY_HEADERS = ("cublas_v2.h", "cublasLt.h", "cusparse.h", "cusolverDn.h", "curand.h", "cufft.h")
-
-
-def find_nvidia_include_dirs(cuda_root):
-    """Include folders of the pip ``nvidia`` packages holding headers the toolkit lacks."""
-    toolkit_inc = os.path.join(cuda_root, "include")
-    missing = [h for h in CUDA_LIBRARY_HEADERS if not os.path.isfile(os.path.join(toolkit_inc, h))]
-    if not missing:
-        return []
-    try:
-        import nvidia  # namespace package installed with CUDA builds of torch
-        bases = list(nvidia.__path__)
-    except ImportError:
-        return []
-    candidates = []
-    for base in bases:
-        candidates += sorted(glob.glob(os.path.join(base, "*", "include")))
-    dirs = []
-    for header in missing:
-        for cand in candidates:
-            if os.path.isfile(os.path.join(cand, header)):
-                if cand not in dirs:
-                    dirs.append(cand)
-                break
-    return dirs
-
-
 def cxx_standard():
-    """torch >= 2.10's headers require C++20 (ATen.h errors out otherwise); older ones C++17."""
-    for inc in cpp_ext.include_paths():
-        aten = os.path.join(inc, "ATen", "ATen.h")
-        if os.path.isfile(aten):
-            with open(aten, encoding="utf-8", errors="replace") as f:
-                if "202002L" in f.read():
-                    return "c++20"
-            break
-    return "c++17"
+    """The C++ standard torch's headers require (scripts/build_config.py decides)."""
+    return f"c++{build_config.cxx_standard(cpp_ext.include_paths())}"
 
 
-def normalized_arch_list():
-    archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
-    if not archs:
-        archs = DEFAULT_ARCH_LIST
-    # torch accepts ';' or ' ' separators; keep the user's entries, normalized to ';'.
-    return ";".join(a for a in re.split(r"[;\s]+", archs) if a)
+def default_nvcc_threads(archs):
+    """One nvcc thread per device-code target of a .cu file, at most one per core:
+    the targets compile in parallel, and ninja runs other files beside them."""
+    try:
+        cubins, ptx = build_config.device_code(archs)
+        targets = len(cubins) + len(ptx)
+    except ValueError:  # a named architecture ("Hopper"): torch expands it, we cannot count it
+        targets = 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(targets, cores))
 
 
 EMULATE_CUDA = env_flag("SPOOFLOSS_CUDA_EMULATION")
@@ -193,12 +153,10 @@ def emulation_sources():
     return sources
 
 
-MIN_TORCH = "2.4"  # torch.library.register_fake, which python/spoofloss/ops.py uses
-
-
 def make_extension():
-    if torch.__version__ < MIN_TORCH:
-        raise RuntimeError(f"spoofloss needs torch >= {MIN_TORCH}; the installed torch is {torch.__version__}")
+    if torch.__version__ < build_config.MIN_TORCH_VERSION:  # TorchVersion compares as a version
+        raise RuntimeError(f"spoofloss needs torch >= {build_config.MIN_TORCH_VERSION}; "
+                           f"the installed torch is {torch.__version__}")
     use_cuda, reason, cuda_root = decide_cuda()
     std = cxx_standard()
     torch_version = torch.__version__
@@ -229,14 +187,14 @@ def make_extension():
         log("with AddressSanitizer + UndefinedBehaviorSanitizer (-O1 -g)")
 
     if use_cuda:
-        archs = normalized_arch_list()
+        archs = build_config.cuda_arch_list()
         os.environ["TORCH_CUDA_ARCH_LIST"] = archs  # read by torch when it compiles .cu files
         os.environ["CUDA_HOME"] = cuda_root
         cpp_ext.CUDA_HOME = cuda_root  # computed at import time from a possibly wrong guess
         # csrc/cuda/*.cpp (optional): host-side CUDA code compiled by the C++ compiler, so
         # that the .cu files can stay lean (nvcc compiles every header once per arch).
         sources += rel_sources("csrc/cuda/*.cpp") + rel_sources("csrc/cuda/*.cu")
-        extra_inc = find_nvidia_include_dirs(cuda_root)
+        extra_inc = build_config.nvidia_include_dirs(cuda_root)
         # Keep the toolkit's own include folder ahead of the pip nvidia folders
         # (which also carry cuda_runtime headers of a possibly different version).
         try:
@@ -244,7 +202,7 @@ def make_extension():
         except TypeError:  # torch < 2.6: include_paths(cuda=True)
             torch_cuda_includes = cpp_ext.include_paths(cuda=True)
         include_dirs += torch_cuda_includes + extra_inc
-        threads = os.environ.get("NVCC_THREADS", "2").strip() or "2"
+        threads = os.environ.get("NVCC_THREADS", "").strip() or str(default_nvcc_threads(archs))
         nvcc_flags = ["-O3", f"-std={std}", "--threads", threads, "-Xcompiler", "-fopenmp"]
         macros += [("WITH_CUDA", None), ("SPOOFLOSS_CUDA_ARCHS", f'"{archs}"')]
         log(f"building WITH CUDA: {reason}")
@@ -256,7 +214,7 @@ def make_extension():
         macros += [("SPOOFLOSS_CUDA_ARCHS", '""')]
         log(f"building CPU ONLY: {reason}")
     log(f"torch {torch_version}, -std={std}, {len(sources)} source files, "
-        f"MAX_JOBS={os.environ.get('MAX_JOBS', '(all cores)')}")
+        f"MAX_JOBS={os.environ.get('MAX_JOBS', '(ninja default: cores + 2)')}")
 
     if not sources:
         raise RuntimeError(f"no sources found under {os.path.join(ROOT, 'csrc')}")
@@ -320,6 +278,16 @@ class BuildExtension(cpp_ext.BuildExtension):
             ROOT, "build", f"temp-{tag}-py{sys.version_info[0]}{sys.version_info[1]}")
 
 
+def license_metadata():
+    """The license, in the form this setuptools writes: an SPDX expression (PEP 639,
+    setuptools >= 77) or, for the older setuptools found in many ESPnet
+    environments, the classic License field. pyproject.toml declares `license`
+    dynamic so that both can build."""
+    if SETUPTOOLS_MAJOR >= 77:
+        return dict(license_expression="MIT", license_files=["LICENSE"])
+    return dict(license="MIT", license_files=["LICENSE"])
+
+
 EXTENSION, USE_CUDA = make_extension()
 
 setup(
@@ -328,4 +296,5 @@ setup(
     # the local builds of that release (+cpu, +cu130)
     install_requires=[f"torch=={torch.__version__.split('+')[0]}"],
     cmdclass={"build_ext": BuildExtension},
+    **license_metadata(),
 )

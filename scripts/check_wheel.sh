@@ -1,32 +1,46 @@
 #!/usr/bin/env bash
 # Build the spoofloss wheel the way a user would, install it into a fresh virtual
-# environment, and run the CPU test suite against the installed package:
+# environment, and run the test suite against the installed package:
 #   1. copy the source tree (tracked files and untracked ones git does not ignore,
 #      so uncommitted edits count while build/, *.so and .venv stay behind) into a
 #      temporary folder: the wheel cannot pick up stale build products;
-#   2. a build venv with the CPU build of torch $WHEEL_TORCH (default 2.13.0, a
-#      wheel on this machine's disk: seconds to install, where the CUDA build of
-#      2.14.1 pulls gigabytes of CUDA libraries) and the build tools, then
-#      `pip wheel --no-build-isolation .` there, CPU-only (SPOOFLOSS_CPU_ONLY=1) to
-#      keep the compile short; the CUDA build is scripts/test.sh's business. It
-#      also shows the sources build against a second torch release;
-#   3. check the wheel's contents and metadata: the _C library and its torch stamp,
+#   2. find torch $WHEEL_TORCH (default: SECOND_TORCH_VERSION of scripts/build_config.py,
+#      an older release than the one the project is developed with, to show that
+#      the sources build against more than one) on this machine's disk, through
+#      pip's find-links only (`pip install --dry-run --no-index`, no download; pip's
+#      configuration or PIP_FIND_LINKS names the folders): here /opt/wheels holds
+#      its CPU build, seconds to install. Where
+#      it is not on disk the check is SKIPPED, saying so, because pip would download
+#      it (the CUDA build is several GB); WHEEL_TORCH_DOWNLOAD=1 lets pip fetch it;
+#   3. a build venv with that torch file and the build tools; an sdist of the copy,
+#      then `pip wheel --no-build-isolation` of the unpacked sdist there (as
+#      `python -m build` does, so that a file the sdist lacks shows), CPU-only
+#      (SPOOFLOSS_CPU_ONLY=1) to keep the compile short; the CUDA build is
+#      scripts/test.sh's business;
+#   4. check the wheel's contents and metadata: the _C library and its torch stamp,
 #      every module of python/spoofloss, LICENSE, the torch pin, no tests or build junk;
-#   4. a fresh venv: `pip install <wheel>[test]`, which brings torch==<the build's
-#      torch> through the wheel's own pin;
-#   5. pytest on a copy of tests/ from a folder where the source tree's python/ is
+#      and that the metadata also builds with the oldest setuptools setup.py accepts
+#      (MIN_SETUPTOOLS; older ones are common in ESPnet environments), when pip can get it;
+#   5. a fresh venv: `pip install <wheel>[test] <the same torch file>`: the wheel's own
+#      pin (torch==<the build's torch>) must accept that torch;
+#   6. pytest on a copy of tests/ from a folder where the source tree's python/ is
 #      not importable, after checking that spoofloss comes from the venv's site-packages.
 # Extra arguments go to pytest (e.g. scripts/check_wheel.sh -x -k ddp).
-# Environment: WHEEL_TORCH (torch release of both venvs, default 2.13.0),
-# BASE_PYTHON (interpreter the venvs are made from, default python3),
-# SPOOFLOSS_KEEP_WHEEL_DIR=1 keeps the temporary folder, MAX_JOBS (see setup.py).
+# Environment: WHEEL_TORCH (torch release of both venvs), WHEEL_TORCH_DOWNLOAD=1
+# (let pip download it when it is not on disk), BASE_PYTHON (interpreter the venvs
+# are made from, default python3), SPOOFLOSS_KEEP_WHEEL_DIR=1 keeps the temporary
+# folder, MAX_JOBS (see setup.py).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO="$PWD"
 T_START=$SECONDS
-WHEEL_TORCH="${WHEEL_TORCH:-2.13.0}"
 BASE_PYTHON="${BASE_PYTHON:-python3}"
+WHEEL_TORCH="${WHEEL_TORCH:-$("$BASE_PYTHON" scripts/build_config.py second-torch-version)}"
+MIN_SETUPTOOLS="$("$BASE_PYTHON" scripts/build_config.py min-setuptools)"
+BUILD_TAG=check_wheel
+# shellcheck source=scripts/build.sh
+source scripts/build.sh
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/spoofloss-wheel.XXXXXX")"
 STEP=setup
 STEP_T0=$SECONDS
@@ -58,7 +72,7 @@ finish() {
 trap finish EXIT
 
 # ------------------------------------------------------------------ 1. clean copy
-step "1/5 clean copy of the source tree"
+step "1/6 clean copy of the source tree"
 git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1 || fail "$REPO is not a git checkout"
 mkdir -p "$WORK/src" "$WORK/dist" "$WORK/run"
 # ls-files still lists tracked files deleted in the working tree: copy what exists
@@ -69,25 +83,61 @@ stale="$(cd "$WORK/src" && find . \( -name '*.so' -o -name 'build' -o -name '*.e
 [ -z "$stale" ] || fail "the copy holds build products: $stale"
 echo "$(find "$WORK/src" -type f | wc -l) files in $WORK/src"
 
-# ------------------------------------------------------------------ 2. wheel
-step "2/5 build venv (torch==$WHEEL_TORCH) + pip wheel (CPU only)"
+# ------------------------------------------------------------------ 2. which torch
+step "2/6 where torch==$WHEEL_TORCH comes from"
 # deactivate any venv of the caller: the venvs below come from the base interpreter
 BASE_PYTHON="$(env -u VIRTUAL_ENV "$BASE_PYTHON" -c 'import sys; print(sys._base_executable)')"
+# what pip would install with no index, from find-links alone (pip's configuration
+# or PIP_FIND_LINKS), without installing it
+report="$WORK/torch-report.json"
+if "$BASE_PYTHON" -m pip install --disable-pip-version-check --quiet --dry-run --ignore-installed \
+        --no-index --no-deps --report "$report" "torch==$WHEEL_TORCH" >"$WORK/torch-dry-run.log" 2>&1; then
+    TORCH_REQ="$("$BASE_PYTHON" -c '
+import json, sys, urllib.parse, urllib.request
+item = json.load(open(sys.argv[1]))["install"][0]
+url = item["download_info"]["url"]
+print(urllib.request.url2pathname(urllib.parse.urlparse(url).path) if url.startswith("file:") else url)
+' "$report")"
+    echo "torch==$WHEEL_TORCH: $TORCH_REQ (on this machine's disk, found by pip without an index)"
+elif [ "${WHEEL_TORCH_DOWNLOAD:-0}" = 1 ]; then
+    TORCH_REQ="torch==$WHEEL_TORCH"
+    echo "torch==$WHEEL_TORCH is not on this machine's disk; WHEEL_TORCH_DOWNLOAD=1: pip downloads it" \
+         "from its index (the CUDA build is several GB)"
+else
+    echo "############################################################"
+    echo "## SKIPPED the wheel check: torch==$WHEEL_TORCH is not on this machine's disk"
+    echo "## (pip install --dry-run --no-index finds no wheel for it; PIP_FIND_LINKS=${PIP_FIND_LINKS:-unset})."
+    echo "## pip would download it, several GB for the CUDA build. To run the check anyway:"
+    echo "##   WHEEL_TORCH_DOWNLOAD=1 bash scripts/check_wheel.sh     (let pip download it), or"
+    echo "##   PIP_FIND_LINKS=<folder with a torch-$WHEEL_TORCH wheel> bash scripts/check_wheel.sh, or"
+    echo "##   WHEEL_TORCH=<a torch release on disk> bash scripts/check_wheel.sh"
+    echo "############################################################"
+    sed 's/^/    pip: /' "$WORK/torch-dry-run.log" | tail -n 3
+    exit 0
+fi
+
+# ------------------------------------------------------------------ 3. wheel
+step "3/6 build venv (torch==$WHEEL_TORCH) + sdist + pip wheel (CPU only)"
 "$BASE_PYTHON" -m venv "$WORK/build-venv"
 BUILD_PYTHON="$WORK/build-venv/bin/python"
-build_log="$WORK/build.log"
+build_log="$WORK/build-venv.log"
 if ! "$BUILD_PYTHON" -m pip install --disable-pip-version-check --progress-bar off \
-        "torch==$WHEEL_TORCH" "setuptools>=77" wheel ninja pybind11 numpy >"$build_log" 2>&1; then
+        "$TORCH_REQ" "setuptools>=77" wheel ninja pybind11 numpy >"$build_log" 2>&1; then
     tail -n 40 "$build_log" >&2
     fail "could not install torch==$WHEEL_TORCH and the build tools into the build venv"
 fi
-"$BUILD_PYTHON" -c 'import torch; print("build venv: torch", torch.__version__)'
-if ! (cd "$WORK/src" && SPOOFLOSS_CPU_ONLY=1 FORCE_CUDA=0 "$BUILD_PYTHON" -m pip wheel --no-build-isolation \
-        --no-deps --disable-pip-version-check -v -w "$WORK/dist" . >"$build_log" 2>&1); then
-    tail -n 80 "$build_log" >&2
-    fail "pip wheel failed"
-fi
-grep -F '[spoofloss setup]' "$build_log" | sed 's/^ *//' | awk '!seen[$0]++' || true
+"$BUILD_PYTHON" -c 'import setuptools, torch; print(f"build venv: torch {torch.__version__}, setuptools {setuptools.__version__}")'
+# the wheel is built from an sdist of the copy, as `python -m build` does: a file the
+# sdist lacks (MANIFEST.in) fails the build here rather than for a user
+mkdir -p "$WORK/sdist"
+sdist="$(cd "$WORK/src" && SPOOFLOSS_CPU_ONLY=1 "$BUILD_PYTHON" -c \
+    'import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))' "$WORK/sdist" \
+    2>"$WORK/sdist.log" | tail -n 1)" && [ -f "$WORK/sdist/$sdist" ] \
+    || { tail -n 30 "$WORK/sdist.log" >&2; fail "building the sdist failed"; }
+tar -C "$WORK/sdist" -xzf "$WORK/sdist/$sdist"
+echo "sdist $sdist: $(tar -tzf "$WORK/sdist/$sdist" | grep -vc '/$') files"
+BUILD_LOG_DIR="$WORK" pip_build wheel cpu "$BUILD_PYTHON" "$WORK/sdist/${sdist%.tar.gz}" \
+    wheel --no-build-isolation --no-deps -w "$WORK/dist" . || fail "pip wheel (from the sdist) failed"
 shopt -s nullglob
 wheels=("$WORK"/dist/spoofloss-*.whl)
 shopt -u nullglob
@@ -96,7 +146,7 @@ WHEEL="${wheels[0]}"
 echo "built $(basename "$WHEEL") ($(du -k "$WHEEL" | cut -f1) KiB)"
 
 # ------------------------------------------------------------------ 3. contents
-step "3/5 wheel contents and metadata"
+step "4/6 wheel contents and metadata"
 "$BUILD_PYTHON" - "$WHEEL" "$WORK/src" <<'PY' || fail "the wheel's contents or metadata are wrong"
 import email.parser, glob, os, re, sys, sysconfig, zipfile
 import torch
@@ -140,20 +190,42 @@ if problems:
     print("\n".join(problems), file=sys.stderr)
     sys.exit(1)
 PY
+# The oldest setuptools setup.py accepts must produce the metadata too (it has no
+# SPDX License-Expression: setup.py then writes the classic License field). In the
+# build venv, which is thrown away; the metadata alone, no compile.
+if "$BUILD_PYTHON" -m pip install --disable-pip-version-check --quiet "setuptools==$MIN_SETUPTOOLS.*" \
+        >"$WORK/old-setuptools.log" 2>&1; then
+    rm -rf "$WORK/old-meta" && mkdir -p "$WORK/old-meta"
+    (cd "$WORK/src" && SPOOFLOSS_CPU_ONLY=1 "$BUILD_PYTHON" -c '
+import sys, setuptools
+from setuptools import build_meta
+print(sys.argv[1] + "/" + build_meta.prepare_metadata_for_build_wheel(sys.argv[1]), setuptools.__version__)
+' "$WORK/old-meta" >"$WORK/old-meta.out" 2>"$WORK/old-meta.log") \
+        || { tail -n 30 "$WORK/old-meta.log" >&2; fail "setuptools $MIN_SETUPTOOLS.* cannot build the metadata"; }
+    read -r meta_dir old_version < <(tail -n 1 "$WORK/old-meta.out")  # after setuptools' own lines
+    grep -qx 'License: MIT' "$meta_dir/METADATA" && grep -Eqx "Requires-Dist: torch ?==$WHEEL_TORCH" "$meta_dir/METADATA" \
+        || { cat "$meta_dir/METADATA" >&2; fail "setuptools $old_version wrote wrong metadata"; }
+    echo "setuptools $old_version (MIN_SETUPTOOLS) builds the metadata too: License: MIT, Requires-Dist: torch==$WHEEL_TORCH"
+else
+    echo "SKIPPED the old-setuptools check: pip cannot install setuptools==$MIN_SETUPTOOLS.* here (no index?):" \
+         "$(tail -n 1 "$WORK/old-setuptools.log")"
+fi
 
-# ------------------------------------------------------------------ 4. fresh venv
-step "4/5 fresh venv + pip install wheel[test]"
+# ------------------------------------------------------------------ 5. fresh venv
+step "5/6 fresh venv + pip install wheel[test]"
 "$BASE_PYTHON" -m venv "$WORK/venv"
 VENV_PY="$WORK/venv/bin/python"
 install_log="$WORK/install.log"
-if ! "$VENV_PY" -m pip install --disable-pip-version-check --progress-bar off "${WHEEL}[test]" >"$install_log" 2>&1; then
+# the same torch as the build, named explicitly: the wheel's pin must accept it
+if ! "$VENV_PY" -m pip install --disable-pip-version-check --progress-bar off "${WHEEL}[test]" "$TORCH_REQ" \
+        >"$install_log" 2>&1; then
     tail -n 60 "$install_log" >&2
     fail "pip install of the wheel failed"
 fi
 grep -E '^Successfully installed' "$install_log" | fold -s -w 160 || true
 
 # ------------------------------------------------------------------ 5. tests
-step "5/5 pytest against the installed wheel"
+step "6/6 pytest against the installed wheel"
 cp -r "$WORK/src/tests" "$WORK/run/tests"
 cd "$WORK/run"
 unset PYTHONPATH

@@ -3,7 +3,8 @@
 # environment exists and holds what builds and tests need, then puts it first on PATH.
 #
 #   SPOOFLOSS_VENV        venv location (default: <repo>/.venv)
-#   SPOOFLOSS_TORCH_SPEC  torch requirement to install (default: torch==2.14.1)
+#   SPOOFLOSS_TORCH_SPEC  torch requirement to install (default: torch==TORCH_VERSION of
+#                         scripts/build_config.py, the release the project is tested with)
 #   SPOOFLOSS_PYTHON      interpreter that creates the venv (default: python3)
 #
 # Idempotent: when everything is already there it only runs one quick check.
@@ -12,8 +13,11 @@ _spoofloss_setup_env() {
     local repo venv torch_spec base_python missing
     repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     venv="${SPOOFLOSS_VENV:-$repo/.venv}"
-    torch_spec="${SPOOFLOSS_TORCH_SPEC:-torch==2.14.1}"
     base_python="${SPOOFLOSS_PYTHON:-python3}"
+    torch_spec="${SPOOFLOSS_TORCH_SPEC:-}"
+    if [ -z "$torch_spec" ]; then
+        torch_spec="torch==$("$base_python" "$repo/scripts/build_config.py" torch-version)" || return 1
+    fi
 
     if [ ! -x "$venv/bin/python" ]; then
         echo "[setup_env] creating virtual environment $venv with $base_python"
@@ -21,9 +25,12 @@ _spoofloss_setup_env() {
     fi
 
     # Which requirements are not met yet? (one interpreter start, no network)
-    missing="$("$venv/bin/python" - "$torch_spec" <<'PY'
+    missing="$("$venv/bin/python" - "$torch_spec" "$repo/scripts" <<'PY'
 import re, sys
 from importlib import metadata
+
+sys.path.insert(0, sys.argv[2])
+import build_config
 
 def installed(dist):
     try:
@@ -44,10 +51,9 @@ elif have is None:
 for dist in ("ninja", "pybind11", "pytest", "hypothesis", "numpy", "packaging", "matplotlib", "wheel"):
     if installed(dist) is None:
         want.append(dist)
-# pyproject.toml's SPDX license string needs setuptools >= 77
 st = installed("setuptools")
-if st is None or int(re.match(r"\d+", st).group()) < 77:
-    want.append("setuptools>=77")
+if st is None or int(re.match(r"\d+", st).group()) < build_config.MIN_SETUPTOOLS:
+    want.append(f"setuptools>={build_config.MIN_SETUPTOOLS}")
 print(" ".join(want))
 PY
 )" || return 1
