@@ -192,10 +192,23 @@ def test_bad_reduction(name, bad, device):
         call_with(name, 4, device).forward(loss)
 
 
-@pytest.mark.parametrize("bad", ["classes", "-1"])
+# refused by the one validator (spoofloss.base.check_bonafide_label) that every
+# module, reference module and metric shares: an index out of range, and values
+# that read as an index only by accident
+BAD_BONAFIDE_LABELS = {"classes": None, "-1": -1, "True": True, "1.0": 1.0, "tensor": "tensor"}
+
+
+def bad_bonafide_label(name, bad):
+    value = BAD_BONAFIDE_LABELS[bad]
+    if bad == "classes":
+        return classes_of(name)
+    return torch.tensor(1) if bad == "tensor" else value
+
+
+@pytest.mark.parametrize("bad", list(BAD_BONAFIDE_LABELS))
 @pytest.mark.parametrize("name", ALL)
 def test_bad_bonafide_label(name, bad, device):
-    value = classes_of(name) if bad == "classes" else -1
+    value = bad_bonafide_label(name, bad)
     with raises_naming("bonafide_label", value):
         loss = make_loss(name, bonafide_label=value).to(device)
         call = call_with(name, 4, device)
@@ -207,7 +220,8 @@ def test_bad_bonafide_label(name, bad, device):
 def test_reference_rejects_bad_arguments(name):
     """The reference modules validate their arguments like the fused ones."""
     twin = LOSSES[name].reference_class()
-    for value in (classes_of(name), -1):
+    for bad in BAD_BONAFIDE_LABELS:
+        value = bad_bonafide_label(name, bad)
         with raises_naming("bonafide_label", value):
             twin(bonafide_label=value)
     with raises_naming("reduction"):

@@ -632,8 +632,11 @@ def test_streaming_errors():
     metric = metrics.DetectionMetrics()
     with pytest.raises(ValueError, match=r"\(4,\).*\(3,\)"):
         metric.update(torch.zeros(4), torch.zeros(3))
-    with pytest.raises(ValueError, match="bonafide_label must be 0 or 1, got -1"):
-        metrics.DetectionMetrics(bonafide_label=-1)
+    for bad in (-1, 2, True, 1.0):  # the losses' validator: an index, not a bool or a float
+        with pytest.raises(ValueError, match=f"bonafide_label must be 0 or 1, got {bad!r}"):
+            metrics.DetectionMetrics(bonafide_label=bad)
+        with pytest.raises(ValueError, match=f"bonafide_label must be 0 or 1, got {bad!r}"):
+            metrics.eer(t([0.1, 0.2]), t([1, 0]), bonafide_label=bad)
     # value errors surface at compute() (update never looks at values)
     metric.update(t([0.1, float("nan"), 0.3]), t([1, 0, 0]))
     with pytest.raises(ValueError, match=r"scores\[1\] = nan"):

@@ -1,5 +1,6 @@
 """The interface every spoofloss loss implements (ESPnet's AbsASVSpoofLoss)."""
 
+import operator
 from abc import ABC, abstractmethod
 
 import torch
@@ -56,8 +57,12 @@ def check_tensor(name: str, value, optional: bool = False) -> None:
 
 
 def check_bonafide_label(bonafide_label: int, classes: int = 2) -> int:
-    """The bona fide class index: an int (or bool) in [0, classes)."""
-    if isinstance(bonafide_label, float) or not isinstance(bonafide_label, int) or not 0 <= bonafide_label < classes:
+    """The bona fide class index, the one check of every module, reference
+    module and metric: an integer (a Python or NumPy int) in [0, classes).
+    A bool, a float (even 1.0) or a tensor is refused: each reads as a class
+    index only by accident, and a tensor would be read on the host."""
+    is_integer = hasattr(type(bonafide_label), "__index__") and not isinstance(bonafide_label, (bool, torch.Tensor))
+    if not is_integer or not 0 <= operator.index(bonafide_label) < classes:
         allowed = "0 or 1" if classes == 2 else f"a class index in [0, {classes})"
         raise ValueError(f"bonafide_label must be {allowed}, got {bonafide_label!r}")
-    return int(bonafide_label)
+    return operator.index(bonafide_label)

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import check_bonafide_label
+
 __all__ = [
     "masked_mean",
     "cosines",
@@ -64,11 +66,6 @@ _REDUCTIONS = ("mean", "sum", "none")
 def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-
-
-def _check_bonafide_label(bonafide_label: int) -> None:
-    if bonafide_label not in (0, 1) or isinstance(bonafide_label, bool):
-        raise ValueError(f"bonafide_label must be 0 or 1, got {bonafide_label!r}")
 
 
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -202,8 +199,7 @@ def am_softmax_score(
     bonafide_label: int = 1,
 ) -> torch.Tensor:
     """Cosine [B] between the pooled embedding and the bona fide centre."""
-    if not 0 <= bonafide_label < centers.shape[0] or isinstance(bonafide_label, bool):
-        raise ValueError(f"bonafide_label must lie in [0, {centers.shape[0]}), got {bonafide_label!r}")
+    check_bonafide_label(bonafide_label, centers.shape[0])
     return cosines(emb, centers, lengths)[:, bonafide_label]
 
 
@@ -243,7 +239,7 @@ def oc_softmax_loss(
 ) -> torch.Tensor:
     """One-class softmax loss with one centre [1, D]."""
     _check_reduction(reduction)
-    _check_bonafide_label(bonafide_label)
+    check_bonafide_label(bonafide_label)
     if center.dim() != 2 or center.shape[0] != 1:
         raise ValueError(f"center must have shape [1, enc_dim], got shape {tuple(center.shape)}")
     cos = cosines(emb, center, lengths)  # [B, 1]
@@ -376,7 +372,7 @@ def binary_loss(
     with the weights inside the sum.
     """
     _check_reduction(reduction)
-    _check_bonafide_label(bonafide_label)
+    check_bonafide_label(bonafide_label)
     _check_num_logits(num_logits)
     weights = _check_class_weight(class_weight)
     if num_logits == 2:
@@ -449,7 +445,7 @@ class BinaryLoss(nn.Module):
         score: str = "logit_difference",
     ):
         super().__init__()
-        _check_bonafide_label(bonafide_label)
+        check_bonafide_label(bonafide_label)
         _check_reduction(reduction)
         _check_num_logits(num_logits)
         if score not in BINARY_SCORES:
@@ -488,8 +484,7 @@ class AMSoftmaxLoss(nn.Module):
         score: str = "cosine",
     ):
         super().__init__()
-        if not 0 <= bonafide_label < num_classes or isinstance(bonafide_label, (bool, float)):
-            raise ValueError(f"bonafide_label must lie in [0, {num_classes}), got {bonafide_label!r}")
+        check_bonafide_label(bonafide_label, num_classes)
         _check_reduction(reduction)
         if score not in ("cosine", "posterior"):
             raise ValueError(f"score must be 'cosine' or 'posterior', got {score!r}")
@@ -535,7 +530,7 @@ class OCSoftmaxLoss(nn.Module):
         reduction: str = "mean",
     ):
         super().__init__()
-        _check_bonafide_label(bonafide_label)
+        check_bonafide_label(bonafide_label)
         _check_reduction(reduction)
         self.weight = weight
         self.enc_dim = enc_dim
@@ -665,11 +660,6 @@ def p2sgrad_loss(
     return _reduce(p2sgrad_from_cosines(cos, _class_label(label, cos.shape[0], cos.device)), reduction)
 
 
-def _check_class_label(bonafide_label, num_classes: int) -> None:
-    if not 0 <= bonafide_label < num_classes or isinstance(bonafide_label, (bool, float)):
-        raise ValueError(f"bonafide_label must lie in [0, {num_classes}), got {bonafide_label!r}")
-
-
 class AAMSoftmaxLoss(nn.Module):
     """Reference of ``spoofloss.AAMSoftmaxLoss``: centres [num_classes, enc_dim], torch ops chain."""
 
@@ -686,7 +676,7 @@ class AAMSoftmaxLoss(nn.Module):
         score: str = "cosine",
     ):
         super().__init__()
-        _check_class_label(bonafide_label, num_classes)
+        check_bonafide_label(bonafide_label, num_classes)
         _check_reduction(reduction)
         if score not in ("cosine", "posterior"):
             raise ValueError(f"score must be 'cosine' or 'posterior', got {score!r}")
@@ -729,7 +719,7 @@ class P2SGradLoss(nn.Module):
         num_classes: int = 2,
     ):
         super().__init__()
-        _check_class_label(bonafide_label, num_classes)
+        check_bonafide_label(bonafide_label, num_classes)
         _check_reduction(reduction)
         self.weight = weight
         self.enc_dim = enc_dim
@@ -806,7 +796,7 @@ def samo_loss(
 ) -> torch.Tensor:
     """SAMO's multi-centre one-class softmax loss with centres [K, D]."""
     _check_reduction(reduction)
-    _check_bonafide_label(bonafide_label)
+    check_bonafide_label(bonafide_label)
     if centers.dim() != 2 or centers.shape[0] < 1:
         raise ValueError(f"centers must have shape [K >= 1, enc_dim], got shape {tuple(centers.shape)}")
     cos = cosines(emb, centers, lengths)  # [B, K]
@@ -848,7 +838,7 @@ class MultiCenterOCSoftmaxLoss(nn.Module):
         reduction: str = "mean",
     ):
         super().__init__()
-        _check_bonafide_label(bonafide_label)
+        check_bonafide_label(bonafide_label)
         _check_reduction(reduction)
         self.weight = weight
         self.enc_dim = enc_dim

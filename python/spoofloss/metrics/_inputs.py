@@ -10,6 +10,8 @@ from typing import Sequence, Tuple, Union
 
 import torch
 
+from ..base import check_bonafide_label
+
 TensorLike = Union[torch.Tensor, Sequence[float]]
 
 # Codes of the ASV (Track 2) labels, as the a-DCF code of the ASVspoof 5 package numbers
@@ -27,12 +29,6 @@ def as_tensor(x: TensorLike, name: str) -> torch.Tensor:
         return torch.as_tensor(x)
     except Exception as exc:  # pragma: no cover - message only
         raise ValueError(f"{name} must be a tensor or array-like, got {type(x).__name__}") from exc
-
-
-def check_bonafide_label(bonafide_label) -> int:
-    if isinstance(bonafide_label, torch.Tensor) or bonafide_label not in (0, 1):
-        raise ValueError(f"bonafide_label must be 0 or 1, got {bonafide_label!r}")
-    return int(bonafide_label)
 
 
 NARROW_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
