@@ -87,6 +87,21 @@ class CosineOp:
         return make_labels(batch, self.label_classes)
 
 
+# gradcheck builds the whole numerical Jacobian, one forward per element of emb
+# and of the centres, each forward costing in proportion to the number of
+# centres: C^2 in all, a minute per check through the emulated CUDA kernels at
+# C = 64. Above this many centres the checks use torch's fast mode (the
+# Jacobian projected on random vectors, numerically and analytically): the
+# kernels, the epilogue's per-centre loop and the centre gradient are the same
+# code at C = 2 or 5, which gets the full Jacobian.
+FULL_JACOBIAN_MAX_CENTERS = 8
+
+
+def gradcheck_fast_mode(num_centers: int) -> bool:
+    """Whether a gradcheck over ``num_centers`` centres uses fast mode (above)."""
+    return num_centers > FULL_JACOBIAN_MAX_CENTERS
+
+
 def cosine_ops(variants: bool = True) -> list:
     """pytest params of a CosineOp for every registered cosine loss (and variant)."""
     return [pytest.param(CosineOp.of(name, variant), id=name if variant is None else f"{name}-{variant}")
