@@ -165,9 +165,9 @@ def make_extension():
     if EMULATE_CUDA:
         # the CPU kernels give way to the CUDA kernels on the emulated device
         sources = [f for f in sources if not f.endswith("_kernel.cpp")] + emulation_sources()
-    # csrc/ is deliberately NOT an include dir: it holds math.h, which would
-    # shadow the C library's <math.h>. Sources include their headers by
-    # relative path ("../common.h").
+    # csrc/ is deliberately NOT an include dir: it holds scalar_math.h, which would
+    # shadow the C library's <scalar_math.h>. Sources include their headers by
+    # relative path ("../validation.h").
     include_dirs = []
     # -g0 cancels the -g that Python's own CFLAGS bring: it halves compile time and
     # shrinks the library several-fold.

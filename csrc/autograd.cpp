@@ -21,7 +21,7 @@
 #include <torch/library.h>
 
 #include "cosine_losses.h"
-#include "math.h"
+#include "scalar_math.h"
 
 namespace spoofloss {
 namespace {

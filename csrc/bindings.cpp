@@ -7,7 +7,7 @@
 #include <pybind11/stl.h>
 
 #include "cosine_losses.h"
-#include "cpu/row_loops.h"
+#include "cpu/vector_loops.h"
 #ifdef SPOOFLOSS_CUDA_EMULATION
 #include "cuda/emulation/api.h"
 #endif
@@ -89,7 +89,7 @@ PYBIND11_MODULE(_C, m) {
     info["with_cuda"] = false;
     info["cuda_archs"] = "";
 #endif
-    info["cpu_row_loops"] = spoofloss::cpu::row_loops().isa;
+    info["cpu_vector_loops"] = spoofloss::cpu::vector_loops().isa;
 #ifdef SPOOFLOSS_CUDA_EMULATION
     // CPU tensors run the CUDA kernels on the emulated device
     info["cuda_emulation"] = true;

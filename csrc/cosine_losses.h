@@ -1,7 +1,7 @@
 // The cosine-margin losses, each declared once.
 //
 // Every loss of the family shares the kernels: pool emb over the valid frames,
-// take the cosines cos_k of the pooled x with the C centres (math.h), then run
+// take the cosines cos_k of the pooled x with the C centres (scalar_math.h), then run
 // the loss's epilogue on cos [C] for one utterance. An epilogue is a struct
 // below with
 //   loss(cos, C, target, params, weight, grad) -> the utterance's loss, and
@@ -22,7 +22,7 @@
 #include <cstdint>
 
 #include "layout.h"
-#include "math.h"
+#include "scalar_math.h"
 
 namespace spoofloss {
 

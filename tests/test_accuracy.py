@@ -59,7 +59,7 @@ def target_grid() -> torch.Tensor:
     return torch.cat([fixed, torch.rand(8)]).double()  # float32 values
 
 
-def bce_truth(x: torch.Tensor, label: torch.Tensor, bonafide_label: int) -> torch.Tensor:
+def binary_cross_entropy_truth(x: torch.Tensor, label: torch.Tensor, bonafide_label: int) -> torch.Tensor:
     """softplus(x) - t x in float64 without cancellation: every term >= 0."""
     x, label = x.double(), label.double()
     target, complement = (label, 1 - label) if bonafide_label == 1 else (1 - label, label)
@@ -76,7 +76,7 @@ def test_soft_bce_every_element(dtype, bonafide_label, device):
         pred = pred[torch.isfinite(pred)]  # float16 overflows above 65504
         t = t[torch.isfinite(x.to(dtype))]
     label = t.to(torch.float64 if dtype == torch.float64 else torch.float32)
-    truth = bce_truth(pred, label, bonafide_label)
+    truth = binary_cross_entropy_truth(pred, label, bonafide_label)
     # the truth is the reference's function: agreement to the reference's own rounding
     reference = R.binary_loss(pred.double(), label.double(), bonafide_label=bonafide_label, reduction="none")
     reference_slack = 4e-16 * (pred.double().abs() + 1)
@@ -102,12 +102,12 @@ def test_soft_bce_every_element(dtype, bonafide_label, device):
 def test_issue_example(device):
     """x = 1131.8, t = 0.99921: the issue's numbers (4.8e-5 before; torch 1e-8)."""
     x, t = torch.tensor([1131.8]), torch.tensor([0.99921])
-    truth = bce_truth(x, t, 1)
+    truth = binary_cross_entropy_truth(x, t, 1)
     x, t = x.to(device), t.to(device)
     assert relative_error(ops.binary_cross_entropy(x, t, 1, NONE), truth) <= 1e-7
     # bonafide_label 0 with the complementary label: the target 1 - label is
     # rounded, so the complement must come from the label itself
-    assert relative_error(ops.binary_cross_entropy(x, 1 - t, 0, NONE), bce_truth(x, 1 - t, 0)) <= 1e-7
+    assert relative_error(ops.binary_cross_entropy(x, 1 - t, 0, NONE), binary_cross_entropy_truth(x, 1 - t, 0)) <= 1e-7
 
 
 # --------------------------------------------------------------------------- #

@@ -13,7 +13,7 @@ path a call can take:
 * through the dispatcher (a meta argument reaches the fake kernel; on a GPU
   machine a CUDA argument reaches the CUDA kernel);
 * straight into the CPU kernel (redispatched to the CPU key), which is what
-  the C++ checks (csrc/common.cpp) stand guard over;
+  the C++ checks (csrc/validation.cpp) stand guard over;
 * on a GPU machine, straight into the CUDA kernel.
 
 The fake kernels also return their outputs on the device the real kernel

@@ -357,10 +357,10 @@ def test_launch_and_scratch_counts(emulation):
     pred = randn(1000).requires_grad_()
     binary = spoofloss.BinaryLoss()
     c = counted(emulation, lambda: held.update(loss=binary(pred, make_labels(1000))))
-    assert c["kernels"] == ["bce_forward_kernel<float, float>", "bce_finish_kernel<float>"], c["kernels"]
+    assert c["kernels"] == ["binary_cross_entropy_forward_kernel<float, float>", "binary_cross_entropy_finish_kernel<float>"], c["kernels"]
     assert (c["scratch_allocations"], c["scratch_bytes"]) == (1, 4), c
     c = counted(emulation, lambda: held["loss"].backward())
-    assert c["kernels"] == ["bce_backward_kernel<float, float>"], c["kernels"]
+    assert c["kernels"] == ["binary_cross_entropy_backward_kernel<float, float>"], c["kernels"]
     assert c["scratch_allocations"] == 0, c
 
     # two logits with class weights and class-index labels: the mean divides by
@@ -368,8 +368,8 @@ def test_launch_and_scratch_counts(emulation):
     pred = randn(1000, 2).requires_grad_()
     weighted = spoofloss.BinaryLoss(num_logits=2, class_weight=(0.1, 0.9))
     c = counted(emulation, lambda: held.update(loss=weighted(pred, make_labels(1000))))
-    assert c["kernels"] == ["bce_forward_kernel<float, float>", "bce_finish_kernel<float>"], c["kernels"]
+    assert c["kernels"] == ["binary_cross_entropy_forward_kernel<float, float>", "binary_cross_entropy_finish_kernel<float>"], c["kernels"]
     assert (c["scratch_allocations"], c["scratch_bytes"]) == (1, 2 * 4), c
     c = counted(emulation, lambda: held["loss"].backward())
-    assert c["kernels"] == ["bce_backward_kernel<float, float>"], c["kernels"]
+    assert c["kernels"] == ["binary_cross_entropy_backward_kernel<float, float>"], c["kernels"]
     assert c["scratch_allocations"] == 0, c

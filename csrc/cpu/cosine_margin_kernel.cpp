@@ -3,7 +3,7 @@
 // Forward: emb [B, T, D] is read once, in work items of (utterance, chunk of
 // frames) spread over the threads, each summing its frames into a partial row
 // [D]; a second, cheap pass per utterance adds the partial rows in order, forms
-// the mean and runs the epilogue from math.h. Chunks are sized from D alone,
+// the mean and runs the epilogue from scalar_math.h. Chunks are sized from D alone,
 // so the result does not depend on the number of threads.
 // Backward: the gradient of the mean is recomputed per utterance from pooled
 // [B, D] (emb is not read again) and broadcast over the valid frames.
@@ -23,12 +23,12 @@
 #include <type_traits>
 #include <vector>
 
-#include "../common.h"
+#include "../validation.h"
 #include "../cosine_losses.h"
-#include "../math.h"
+#include "../scalar_math.h"
 #include "fixed_order_sum.h"
 #include "grain.h"
-#include "row_loops.h"
+#include "vector_loops.h"
 
 namespace spoofloss {
 namespace {
@@ -82,12 +82,12 @@ std::vector<UtteranceTarget> read_targets(const CosineLayout& layout) {
 
 // acc[d] += sum over frames [t0, t1) of row_t[d]. Four frames per pass, so the
 // accumulator row is loaded and stored a quarter as often; the inner loops
-// have no dependence across d and vectorise. float32 goes through RowLoops
+// have no dependence across d and vectorise. float32 goes through VectorLoops
 // (the same loop, also built for AVX2).
 template <typename scalar_t, typename acc_t>
 void add_frames(const scalar_t* first, int64_t stride_time, int64_t t0, int64_t t1, int64_t dim, acc_t* __restrict acc) {
   if constexpr (std::is_same_v<scalar_t, float>) {
-    cpu::row_loops().add_rows(first + t0 * stride_time, stride_time, t1 - t0, dim, acc);
+    cpu::vector_loops().add_rows(first + t0 * stride_time, stride_time, t1 - t0, dim, acc);
     return;
   }
   int64_t t = t0;
@@ -112,7 +112,7 @@ template <typename scalar_t, typename acc_t>
 void write_frames(const acc_t* row, int64_t t0, int64_t t1, int64_t dim, bool streaming, scalar_t* utterance_grad) {
   if (t0 >= t1) return;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    cpu::row_loops().fill_rows(row, t1 - t0, dim, utterance_grad + t0 * dim, streaming);
+    cpu::vector_loops().fill_rows(row, t1 - t0, dim, utterance_grad + t0 * dim, streaming);
     return;
   } else if constexpr (!std::is_same_v<scalar_t, acc_t>) {
     // float16 / bfloat16: round the row once, then copy it to every frame
@@ -396,7 +396,7 @@ void cosine_backward(
       write_frames(frame_grad.data() + b * dim, t0, valid_end, dim, streaming, utterance_grad);
       std::fill(utterance_grad + valid_end * dim, utterance_grad + t1 * dim, scalar_t(0));
     }
-    if (streaming) cpu::row_loops().store_fence();  // by the thread that made the stores
+    if (streaming) cpu::vector_loops().store_fence();  // by the thread that made the stores
   });
 
   // grad_centers [C, D], one centre per work item: sum over b in index order

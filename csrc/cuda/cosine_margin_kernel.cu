@@ -8,7 +8,7 @@
 //      the time axis is split across blocks.
 //   3. cosine_epilogue: one block per utterance adds its partial rows in
 //      order, writes pooled [B, D], forms the cosines with the centres and runs
-//      the epilogue from math.h.
+//      the epilogue from scalar_math.h.
 //   4. sum_kernel: one block sums the per-utterance losses (mean / sum).
 // Backward:
 //   1. center_norms again.
@@ -29,7 +29,7 @@
 // utterance's loss, score and gradients into NaN instead (never a silent
 // wrong loss).
 #include "../cosine_losses.h"
-#include "../math.h"
+#include "../scalar_math.h"
 #include "device_runtime.h"
 #include "device_utils.cuh"
 #include "launch.h"

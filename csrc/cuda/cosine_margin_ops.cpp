@@ -5,7 +5,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include "../common.h"
+#include "../validation.h"
 #include "host_runtime.h"
 #include "launch.h"
 

@@ -20,7 +20,7 @@
 
 #include "../cosine_losses.h"
 #include "../layout.h"
-#include "../math.h"
+#include "../scalar_math.h"
 
 namespace spoofloss {
 namespace cuda {
@@ -138,7 +138,7 @@ void launch_cosine_backward(
 // loss = sum / total weight (mean) or the sum, and total_weight (the targets'
 // total weight, or n).
 template <typename scalar_t>
-void launch_bce_forward(
+void launch_binary_cross_entropy_forward(
     const scalar_t* pred, const BinaryLayout& layout, int64_t blocks, acc_of<scalar_t>* per_element,
     acc_of<scalar_t>* partial, bool mean, acc_of<scalar_t>* loss, acc_of<scalar_t>* total_weight,
     cudaStream_t stream);
@@ -146,7 +146,7 @@ void launch_bce_forward(
 // grad_pred: contiguous, pred's sizes. total_weight: the forward's, where the
 // mean divides by the targets' total weight; else null (the mean divides by n).
 template <typename scalar_t>
-void launch_bce_backward(
+void launch_binary_cross_entropy_backward(
     const acc_of<scalar_t>* grad_loss, const scalar_t* pred, const BinaryLayout& layout, int64_t blocks,
     Reduction reduction, const acc_of<scalar_t>* total_weight, scalar_t* grad_pred, cudaStream_t stream);
 

@@ -78,7 +78,7 @@ _C = _load_library()
 from . import ops, registry  # noqa: E402
 from .am_softmax import AMSoftmaxLoss  # noqa: E402
 from .base import AbsASVSpoofLoss  # noqa: E402
-from .binary import BinaryLoss  # noqa: E402
+from .binary_cross_entropy import BinaryLoss  # noqa: E402
 from .oc_softmax import OCSoftmaxLoss  # noqa: E402
 from .samo import MultiCenterOCSoftmaxLoss  # noqa: E402
 from .aam_softmax import AAMSoftmaxLoss  # noqa: E402

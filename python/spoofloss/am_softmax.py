@@ -4,7 +4,7 @@ import torch
 
 from . import ops
 from .base import check_bonafide_label
-from .cosine import CosineMarginLoss
+from .cosine_margin import CosineMarginLoss
 from .registry import register
 
 SCORES = ("cosine", "posterior")

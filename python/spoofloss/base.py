@@ -5,7 +5,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-# Reduction names as the ops take them (csrc/math.h, enum Reduction).
+# Reduction names as the ops take them (csrc/scalar_math.h, enum Reduction).
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .am_softmax import AMSoftmaxLoss
 from .base import AbsASVSpoofLoss
-from .binary import BinaryLoss
+from .binary_cross_entropy import BinaryLoss
 from .oc_softmax import OCSoftmaxLoss
 
 

@@ -18,7 +18,7 @@ import torch
 from espnet2.asvspoof.espnet_model import ESPnetASVSpoofModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
-from .cosine import CosineMarginLoss
+from .cosine_margin import CosineMarginLoss
 from .espnet import register_losses, register_with_espnet
 from .registry import LOSSES, by_espnet_name
 

@@ -146,7 +146,7 @@ def binary_cross_entropy(
 # dispatch key wins over CPU and CUDA), for instance with a module built under
 # torch.device("meta") and never materialised, called on real inputs. So each
 # one refuses arguments on different devices with the C++ ops' message
-# (csrc/common.cpp, check_same_device) instead of returning uninitialised memory,
+# (csrc/validation.cpp, check_same_device) instead of returning uninitialised memory,
 # and allocates its outputs on the device the real kernel would use.
 
 
@@ -201,7 +201,7 @@ def _check_lengths(lengths: Optional[Tensor], batch, owner: Tensor, owner_name: 
 
 
 def _check_sizes(sizes, name: str) -> None:
-    """B, T and D of emb (or of emb_sizes) are positive, as csrc/common.cpp checks."""
+    """B, T and D of emb (or of emb_sizes) are positive, as csrc/validation.cpp checks."""
     torch._check_value(len(sizes) in (2, 3),
                        lambda: f"{name} must describe a [B, T, D] or [B, D] emb, got {list(sizes)}")
     torch._check_value(sizes[0] > 0, lambda: f"{name} {list(sizes)} has an empty batch (B = {sizes[0]})")
@@ -272,7 +272,7 @@ def _cosine_margin_loss_backward_fake(
 
 def _check_binary(pred: Tensor, label: Tensor, bonafide_label: int, reduction: int, class_weight,
                   num_logits: int) -> int:
-    """The binary ops' checks (csrc/common.cpp, check_binary_inputs); returns N."""
+    """The binary ops' checks (csrc/validation.cpp, check_binary_inputs); returns N."""
     _check_reduction(reduction)
     torch._check_value(num_logits in (1, 2),
                        lambda: f"num_logits must be 1 (one logit per label) or 2 (the logits of label 0 and label 1 "

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from . import ops
 from .base import check_bonafide_label, check_tensor, reduction_code
-from .cosine import CosineMarginLoss
+from .cosine_margin import CosineMarginLoss
 from .registry import register
 
 

@@ -151,7 +151,7 @@ def raises_naming(argument, *values, error=(ValueError, RuntimeError)):
 
 
 def device_message(name, device, other_name, other_device):
-    """The library's device message (csrc/common.cpp, check_same_device) as a regex."""
+    """The library's device message (csrc/validation.cpp, check_same_device) as a regex."""
     return (rf"spoofloss: {name} is on {re.escape(str(device))}(:0)? but {other_name} is on "
             rf"{re.escape(str(other_device))}(:0)?; move them to one device")
 

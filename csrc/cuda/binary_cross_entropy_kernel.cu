@@ -10,7 +10,7 @@
 // depends on n alone (launch.h), so it is the same on every GPU.
 // A label outside [0, 1] gives a NaN loss and gradient for that element (the
 // CPU kernel raises instead; here that would need a host synchronisation).
-#include "../math.h"
+#include "../scalar_math.h"
 #include "device_runtime.h"
 #include "device_utils.cuh"
 #include "launch.h"
@@ -48,7 +48,7 @@ __device__ inline math::BinaryTarget<acc_t> weighted_target_at(const BinaryLayou
 // the targets' weights; or null. total_weight: written 0 (reduction none) by
 // the first thread, or null.
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) bce_forward_kernel(
+__global__ void __launch_bounds__(kThreads) binary_cross_entropy_forward_kernel(
     const scalar_t* __restrict__ pred, const BinaryLayout layout, acc_t* __restrict__ per_element,
     acc_t* __restrict__ partial, acc_t* __restrict__ total_weight) {
   SPOOFLOSS_SHARED_ARRAY(acc_t, shared, 2 * (kThreads / kWarp));
@@ -62,13 +62,13 @@ __global__ void __launch_bounds__(kThreads) bce_forward_kernel(
     const auto target = weighted_target_at<acc_t>(layout, i);
     acc_t value;
     if (layout.num_logits == 2) {
-      value = math::weighted_bce_with_logits_from_tail<true>(
+      value = math::weighted_binary_cross_entropy_from_tail<true>(
           logit, target.target, target.complement, math::softplus_tail(logit));
     } else if (layout.weighted) {
-      value = math::weighted_bce_with_logits_from_tail<false>(
+      value = math::weighted_binary_cross_entropy_from_tail<false>(
           logit, target.target, target.complement, math::softplus_tail(logit));
     } else {
-      value = math::bce_with_logits(logit, target.target, target.complement);
+      value = math::binary_cross_entropy(logit, target.target, target.complement);
     }
     if (per_element != nullptr) {
       per_element[i] = value;
@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kThreads) bce_forward_kernel(
 // them where `summed_weights`, else `constant_weight` (N). One block, a fixed
 // order.
 template <typename acc_t>
-__global__ void __launch_bounds__(kThreads) bce_finish_kernel(
+__global__ void __launch_bounds__(kThreads) binary_cross_entropy_finish_kernel(
     const acc_t* __restrict__ partial, int64_t blocks, bool summed_weights, acc_t constant_weight, bool mean,
     acc_t* __restrict__ loss, acc_t* __restrict__ total_weight) {
   SPOOFLOSS_SHARED_ARRAY(acc_t, shared, 2 * (kThreads / kWarp));
@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(kThreads) bce_finish_kernel(
 
 // total_weight: [] the mean divides by (the forward's), or null: N.
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) bce_backward_kernel(
+__global__ void __launch_bounds__(kThreads) binary_cross_entropy_backward_kernel(
     const acc_t* __restrict__ grad_loss, const scalar_t* __restrict__ pred, const BinaryLayout layout,
     Reduction reduction, const acc_t* __restrict__ total_weight, scalar_t* __restrict__ grad_pred) {
   const int64_t n = layout.numel;
@@ -132,13 +132,13 @@ __global__ void __launch_bounds__(kThreads) bce_backward_kernel(
       const acc_t weight = math::reduction_weight(reduction, grad_loss, i, n);
       const acc_t target = math::bonafide_target<acc_t>(
           math::load_as_double(layout.label, layout.label_dtype, i), layout.bonafide_label);
-      grad_pred[i] = static_cast<scalar_t>(weight * math::bce_with_logits_grad(logit, target));
+      grad_pred[i] = static_cast<scalar_t>(weight * math::binary_cross_entropy_grad(logit, target));
       continue;
     }
     const acc_t up = reduction == Reduction::kMean && total_weight != nullptr ? grad_loss[0] / *total_weight
                                                                                : math::reduction_weight(reduction, grad_loss, i, n);
     const auto target = weighted_target_at<acc_t>(layout, i);
-    const acc_t grad = up * math::weighted_bce_with_logits_grad_from_sigmoid(
+    const acc_t grad = up * math::weighted_binary_cross_entropy_grad_from_sigmoid(
                                 math::sigmoid(logit), target.target, target.complement);
     if (layout.num_logits == 1) {
       grad_pred[i] = static_cast<scalar_t>(grad);
@@ -152,35 +152,35 @@ __global__ void __launch_bounds__(kThreads) bce_backward_kernel(
 }  // namespace
 
 template <typename scalar_t>
-void launch_bce_forward(
+void launch_binary_cross_entropy_forward(
     const scalar_t* pred, const BinaryLayout& layout, int64_t blocks, acc_of<scalar_t>* per_element,
     acc_of<scalar_t>* partial, bool mean, acc_of<scalar_t>* loss, acc_of<scalar_t>* total_weight,
     cudaStream_t stream) {
   using acc_t = acc_of<scalar_t>;
-  SPOOFLOSS_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, stream, bce_forward_kernel<scalar_t, acc_t>)(
+  SPOOFLOSS_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, stream, binary_cross_entropy_forward_kernel<scalar_t, acc_t>)(
       pred, layout, per_element, partial, partial != nullptr ? nullptr : total_weight);
   SPOOFLOSS_LAUNCH_CHECK();
   if (partial != nullptr) {
-    SPOOFLOSS_LAUNCH(1, kThreads, 0, stream, bce_finish_kernel<acc_t>)(
+    SPOOFLOSS_LAUNCH(1, kThreads, 0, stream, binary_cross_entropy_finish_kernel<acc_t>)(
         partial, blocks, layout.weight_sum_divisor, static_cast<acc_t>(layout.numel), mean, loss, total_weight);
     SPOOFLOSS_LAUNCH_CHECK();
   }
 }
 
 template <typename scalar_t>
-void launch_bce_backward(
+void launch_binary_cross_entropy_backward(
     const acc_of<scalar_t>* grad_loss, const scalar_t* pred, const BinaryLayout& layout, int64_t blocks,
     Reduction reduction, const acc_of<scalar_t>* total_weight, scalar_t* grad_pred, cudaStream_t stream) {
-  SPOOFLOSS_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, stream, bce_backward_kernel<scalar_t, acc_of<scalar_t>>)(
+  SPOOFLOSS_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, stream, binary_cross_entropy_backward_kernel<scalar_t, acc_of<scalar_t>>)(
       grad_loss, pred, layout, reduction, total_weight, grad_pred);
   SPOOFLOSS_LAUNCH_CHECK();
 }
 
 #define SPOOFLOSS_INSTANTIATE_BCE(scalar_t)                                                                     \
-  template void launch_bce_forward<scalar_t>(                                                                   \
+  template void launch_binary_cross_entropy_forward<scalar_t>(                                                                   \
       const scalar_t*, const BinaryLayout&, int64_t, acc_of<scalar_t>*, acc_of<scalar_t>*, bool,                \
       acc_of<scalar_t>*, acc_of<scalar_t>*, cudaStream_t);                                                      \
-  template void launch_bce_backward<scalar_t>(                                                                  \
+  template void launch_binary_cross_entropy_backward<scalar_t>(                                                                  \
       const acc_of<scalar_t>*, const scalar_t*, const BinaryLayout&, int64_t, Reduction, const acc_of<scalar_t>*, \
       scalar_t*, cudaStream_t);
 SPOOFLOSS_INSTANTIATE_FOR_INPUT_TYPES(SPOOFLOSS_INSTANTIATE_BCE)

@@ -1,11 +1,11 @@
 // Host side of the CUDA binary loss: validation, allocation, dtype dispatch
-// and registration. The kernels are in binary_kernel.cu.
+// and registration. The kernels are in binary_cross_entropy_kernel.cu.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include "../common.h"
+#include "../validation.h"
 #include "host_runtime.h"
 #include "launch.h"
 
@@ -28,7 +28,7 @@ std::tuple<at::Tensor, at::Tensor> binary_cross_entropy_cuda(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(), "binary_cross_entropy_cuda", [&] {
     using acc_t = cuda::acc_of<scalar_t>;
     acc_t* loss = args.loss.mutable_data_ptr<acc_t>();
-    cuda::launch_bce_forward<scalar_t>(
+    cuda::launch_binary_cross_entropy_forward<scalar_t>(
         args.pred.const_data_ptr<scalar_t>(), args.layout, blocks, reduce ? nullptr : loss,
         reduce ? partial.mutable_data_ptr<acc_t>() : nullptr, static_cast<Reduction>(reduction) == Reduction::kMean,
         reduce ? loss : nullptr, args.total_weight.mutable_data_ptr<acc_t>(), cuda::current_stream());
@@ -45,7 +45,7 @@ at::Tensor binary_cross_entropy_backward_cuda(
   const cuda::DeviceGuard device_guard(pred.device());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(), "binary_cross_entropy_backward_cuda", [&] {
     using acc_t = cuda::acc_of<scalar_t>;
-    cuda::launch_bce_backward<scalar_t>(
+    cuda::launch_binary_cross_entropy_backward<scalar_t>(
         args.grad_loss.const_data_ptr<acc_t>(), args.pred.const_data_ptr<scalar_t>(), args.layout,
         cuda::binary_blocks(args.layout.numel), static_cast<Reduction>(reduction),
         args.total_weight_in.defined() ? args.total_weight_in.const_data_ptr<acc_t>() : nullptr,

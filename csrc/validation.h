@@ -12,7 +12,7 @@
 
 #include "cosine_losses.h"
 #include "layout.h"
-#include "math.h"
+#include "scalar_math.h"
 
 namespace spoofloss {
 

@@ -1,4 +1,4 @@
-#include "common.h"
+#include "validation.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>

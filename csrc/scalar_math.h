@@ -157,7 +157,7 @@ C10_HOST_DEVICE inline acc_t reduction_weight(Reduction reduction, const acc_t* 
 // 1 - label (bonafide_label 0), 1 - t would carry t's rounding error into
 // the small u (see binary_target).
 template <typename acc_t>
-C10_HOST_DEVICE inline acc_t bce_with_logits_from_tail(acc_t logit, acc_t target, acc_t complement, acc_t tail) {
+C10_HOST_DEVICE inline acc_t binary_cross_entropy_from_tail(acc_t logit, acc_t target, acc_t complement, acc_t tail) {
   // one product of a selected weight: a select, not a branch (random signs mispredict)
   const acc_t weight = logit > acc_t(0) ? complement : -target;
   return weight * logit + tail;
@@ -166,24 +166,24 @@ C10_HOST_DEVICE inline acc_t bce_with_logits_from_tail(acc_t logit, acc_t target
 // The same with u = 1 - t (exact for t in [0.5, 1]; within half an ulp of u
 // below that).
 template <typename acc_t>
-C10_HOST_DEVICE inline acc_t bce_with_logits(acc_t logit, acc_t target) {
-  return bce_with_logits_from_tail(logit, target, acc_t(1) - target, softplus_tail(logit));
+C10_HOST_DEVICE inline acc_t binary_cross_entropy(acc_t logit, acc_t target) {
+  return binary_cross_entropy_from_tail(logit, target, acc_t(1) - target, softplus_tail(logit));
 }
 
 template <typename acc_t>
-C10_HOST_DEVICE inline acc_t bce_with_logits(acc_t logit, acc_t target, acc_t complement) {
-  return bce_with_logits_from_tail(logit, target, complement, softplus_tail(logit));
+C10_HOST_DEVICE inline acc_t binary_cross_entropy(acc_t logit, acc_t target, acc_t complement) {
+  return binary_cross_entropy_from_tail(logit, target, complement, softplus_tail(logit));
 }
 
 template <typename acc_t>
-C10_HOST_DEVICE inline acc_t bce_with_logits_grad(acc_t logit, acc_t target) {
+C10_HOST_DEVICE inline acc_t binary_cross_entropy_grad(acc_t logit, acc_t target) {
   return sigmoid(logit) - target;
 }
 
 // Class-weighted binary cross-entropy with logits,
 //   w_b t softplus(-x) + w_s u softplus(x),
 // from the weighted target a = w_b t, the weighted complement c = w_s u and
-// tail = log(1 + exp(-|x|)), as bce_with_logits_from_tail:
+// tail = log(1 + exp(-|x|)), as binary_cross_entropy_from_tail:
 //   x > 0:   c x + (a + c) tail
 //   x <= 0: -a x + (a + c) tail
 // (no cancellation: every term is >= 0). With two logits x is their
@@ -193,7 +193,7 @@ C10_HOST_DEVICE inline acc_t bce_with_logits_grad(acc_t logit, acc_t target) {
 // even where |x| is infinite (torch's cross-entropy of a hard target is 0
 // when the other class's logit is -inf; 0 * inf would be NaN).
 template <bool kZeroTermVanishes, typename acc_t>
-C10_HOST_DEVICE inline acc_t weighted_bce_with_logits_from_tail(
+C10_HOST_DEVICE inline acc_t weighted_binary_cross_entropy_from_tail(
     acc_t logit, acc_t weighted_target, acc_t weighted_complement, acc_t tail) {
   const acc_t slope = logit > acc_t(0) ? weighted_complement : -weighted_target;
   acc_t linear = slope * logit;
@@ -204,7 +204,7 @@ C10_HOST_DEVICE inline acc_t weighted_bce_with_logits_from_tail(
 // Its derivative with respect to x, (a + c) sigmoid(x) - a (sigmoid(x) - t
 // without weights, where a + c = 1).
 template <typename acc_t>
-C10_HOST_DEVICE inline acc_t weighted_bce_with_logits_grad_from_sigmoid(
+C10_HOST_DEVICE inline acc_t weighted_binary_cross_entropy_grad_from_sigmoid(
     acc_t sigmoid_value, acc_t weighted_target, acc_t weighted_complement) {
   return (weighted_target + weighted_complement) * sigmoid_value - weighted_target;
 }

@@ -14,11 +14,11 @@
 #include <type_traits>
 #include <vector>
 
-#include "../common.h"
-#include "../math.h"
+#include "../validation.h"
+#include "../scalar_math.h"
 #include "fixed_order_sum.h"
 #include "grain.h"
-#include "row_loops.h"
+#include "vector_loops.h"
 
 namespace spoofloss {
 namespace {
@@ -115,12 +115,12 @@ const acc_t* chunk_logits(const scalar_t* pred, const BinaryLayout& layout, int6
 }
 
 // out[j] = math::softplus_tail(x[j]) (or sigmoid), j < count <= kBinaryChunk:
-// float32 math (float32, float16, bfloat16 logits) through RowLoops, vectorised
-// where the CPU allows; float64 through math.h.
+// float32 math (float32, float16, bfloat16 logits) through VectorLoops, vectorised
+// where the CPU allows; float64 through scalar_math.h.
 template <typename acc_t>
 void transcendental_values(const acc_t* x, int64_t count, acc_t* out, bool sigmoid) {
   if constexpr (std::is_same_v<acc_t, float>) {
-    const auto& loops = cpu::row_loops();
+    const auto& loops = cpu::vector_loops();
     (sigmoid ? loops.sigmoid_values : loops.softplus_tail_values)(x, count, out);
   } else {
     for (int64_t j = 0; j < count; ++j) out[j] = sigmoid ? math::sigmoid(x[j]) : math::softplus_tail(x[j]);
@@ -155,7 +155,7 @@ void for_each_chunk(
   });
 }
 
-// Class-weighted losses of a chunk (math::weighted_bce_with_logits_from_tail)
+// Class-weighted losses of a chunk (math::weighted_binary_cross_entropy_from_tail)
 // with a = w_b t, c = w_s u, and where kTargetWeights, each label's weight
 // a + c (w_{y_i} for a class index) into target_weight.
 template <bool kTwoLogits, bool kTargetWeights, typename acc_t>
@@ -165,7 +165,7 @@ void weighted_losses(
   for (int64_t j = 0; j < count; ++j) {
     const acc_t a = weight_bonafide * target[j];
     const acc_t c = weight_spoof * complement[j];
-    out[j] = math::weighted_bce_with_logits_from_tail<kTwoLogits>(logit[j], a, c, tail[j]);
+    out[j] = math::weighted_binary_cross_entropy_from_tail<kTwoLogits>(logit[j], a, c, tail[j]);
     if constexpr (kTargetWeights) target_weight[j] = a + c;
   }
 }
@@ -199,7 +199,7 @@ std::tuple<at::Tensor, at::Tensor> binary_cross_entropy_cpu(
           acc_t* out = reduce ? chunk_losses : per_element + start;
           if (plain) {
             for (int64_t j = 0; j < count; ++j) {
-              out[j] = math::bce_with_logits_from_tail(logit[j], target[j], complement[j], tail[j]);
+              out[j] = math::binary_cross_entropy_from_tail(logit[j], target[j], complement[j], tail[j]);
             }
           } else if (sum_target_weights) {
             acc_t target_weight[kBinaryChunk];
@@ -248,7 +248,7 @@ at::Tensor binary_cross_entropy_backward_cpu(
               const acc_t* sigmoid) {
             for (int64_t j = 0; j < count; ++j) {
               const int64_t i = start + j;
-              // d BCE / d x = sigmoid(x) - t (math::bce_with_logits_grad)
+              // d BCE / d x = sigmoid(x) - t (math::binary_cross_entropy_grad)
               out[i] = static_cast<scalar_t>(math::reduction_weight(kind, upstream, i, n) * (sigmoid[j] - target[j]));
             }
           });
@@ -270,7 +270,7 @@ at::Tensor binary_cross_entropy_backward_cpu(
           acc_t grad[kBinaryChunk];  // d loss / d logit (difference)
           for (int64_t j = 0; j < count; ++j) {
             const acc_t up = kind == Reduction::kNone ? upstream[start + j] : reduced;
-            grad[j] = up * math::weighted_bce_with_logits_grad_from_sigmoid(
+            grad[j] = up * math::weighted_binary_cross_entropy_grad_from_sigmoid(
                                sigmoid[j], weight_bonafide * target[j], weight_spoof * complement[j]);
           }
           if (layout.num_logits == 1) {

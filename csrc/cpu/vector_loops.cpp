@@ -1,7 +1,7 @@
-// Builds row_loops_impl.h twice, baseline and AVX2, and picks one at run time.
-#include "row_loops.h"
+// Builds vector_loops_impl.h twice, baseline and AVX2, and picks one at run time.
+#include "vector_loops.h"
 
-#include "../math.h"
+#include "../scalar_math.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -13,7 +13,7 @@ namespace cpu {
 namespace {
 
 #define SPOOFLOSS_ISA baseline
-#include "row_loops_impl.h"
+#include "vector_loops_impl.h"
 #undef SPOOFLOSS_ISA
 
 void baseline_fill_rows(const float* row, int64_t rows, int64_t dim, float* out, bool /*streaming*/) {
@@ -39,7 +39,7 @@ void baseline_sigmoid_values(const float* x, int64_t n, float* out) {
 #endif
 
 #define SPOOFLOSS_ISA avx2
-#include "row_loops_impl.h"
+#include "vector_loops_impl.h"
 #undef SPOOFLOSS_ISA
 
 // Streaming stores need 32-byte aligned rows: out aligned and dim a multiple
@@ -146,23 +146,23 @@ void avx2_sigmoid_values(const float* x, int64_t n, float* out) {
 #endif
 #endif  // SPOOFLOSS_HAS_AVX2_BUILD
 
-RowLoops choose_row_loops() {
+VectorLoops choose_vector_loops() {
 #ifdef SPOOFLOSS_HAS_AVX2_BUILD
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2")) {
-    return RowLoops{
+    return VectorLoops{
         &avx2::add_rows, &avx2_fill_rows, &avx2_store_fence, &avx2_softplus_tail_values, &avx2_sigmoid_values, "avx2"};
   }
 #endif
-  return RowLoops{
+  return VectorLoops{
       &baseline::add_rows, &baseline_fill_rows, &no_fence, &baseline_softplus_tail_values, &baseline_sigmoid_values,
       "baseline"};
 }
 
 }  // namespace
 
-const RowLoops& row_loops() {
-  static const RowLoops chosen = choose_row_loops();
+const VectorLoops& vector_loops() {
+  static const VectorLoops chosen = choose_vector_loops();
   return chosen;
 }
 

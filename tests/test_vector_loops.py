@@ -1,7 +1,7 @@
-"""The CPU's per-ISA row loops and their streaming-store path.
+"""The CPU's per-ISA vector loops (csrc/cpu/vector_loops.h) and their streaming-store path.
 
 The float32 kernels pick an AVX2 or a baseline build of their hot loops
-at run time (csrc/cpu/row_loops.cpp), and write gradients larger than a
+at run time (csrc/cpu/vector_loops.cpp), and write gradients larger than a
 threshold with streaming stores. The threshold is 8 MiB by default, which no
 other test reaches, so this test lowers it to 0 in a fresh interpreter
 (SPOOFLOSS_STREAM_MIN_BYTES is read once per process) and checks that path
@@ -36,13 +36,13 @@ CHECK_SCRIPT = textwrap.dedent(
         for name in names("cosine"):
             fused, twin = build(name, enc_dim=dim)
             check_step(fused, twin, make_call(fused, batch, frames, dim), f"{name} {batch}x{frames}x{dim} streamed")
-    print("ok", spoofloss.build_info()["cpu_row_loops"])
+    print("ok", spoofloss.build_info()["cpu_vector_loops"])
     """
 )
 
 
-def test_build_info_names_the_row_loops_in_use():
-    assert spoofloss.build_info()["cpu_row_loops"] in ("avx2", "baseline")
+def test_build_info_names_the_vector_loops_in_use():
+    assert spoofloss.build_info()["cpu_vector_loops"] in ("avx2", "baseline")
 
 
 def test_streamed_gradient_matches_reference():

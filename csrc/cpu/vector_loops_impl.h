@@ -1,5 +1,5 @@
-// Body of the RowLoops functions, included once per instruction set by
-// row_loops.cpp inside namespace SPOOFLOSS_ISA. No includes here: everything
+// Body of the VectorLoops functions, included once per instruction set by
+// vector_loops.cpp inside namespace SPOOFLOSS_ISA. No includes here: everything
 // this file needs is included before the target pragma.
 
 namespace SPOOFLOSS_ISA {
