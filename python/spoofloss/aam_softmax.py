@@ -1,13 +1,7 @@
 """AAM-softmax (additive angular margin, ArcFace) over learned class centres."""
 
-import torch
-
-from . import ops
-from .base import check_bonafide_label
-from .cosine_margin import CosineMarginLoss
+from .cosine_margin import ClassCentreLoss
 from .registry import register
-
-SCORES = ("cosine", "posterior")
 
 
 @register(name="aam_softmax", family="cosine", reference="AAMSoftmaxLoss", espnet_name="aam_softmax_loss",
@@ -15,7 +9,7 @@ SCORES = ("cosine", "posterior")
                     "5-classes": {"num_classes": 5, "bonafide_label": 3},
                     "posterior-score": {"score": "posterior"},
                     "bonafide-0": {"bonafide_label": 0}})
-class AAMSoftmaxLoss(CosineMarginLoss):
+class AAMSoftmaxLoss(ClassCentreLoss):
     """Cross-entropy over s * phi(cos(x, c_y)) for the target class y and
     s * cos(x, c_k) for the others, k < num_classes.
 
@@ -39,8 +33,6 @@ class AAMSoftmaxLoss(CosineMarginLoss):
     only assigns ``loss.m``.
     """
 
-    centers_name = "centers"
-
     def __init__(
         self,
         weight: float = 1.0,
@@ -53,21 +45,10 @@ class AAMSoftmaxLoss(CosineMarginLoss):
         num_classes: int = 2,
         score: str = "cosine",
     ):
-        super().__init__(weight, reduction)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         if not isinstance(easy_margin, bool):
             raise ValueError(f"easy_margin must be True or False, got {easy_margin!r}")
-        self.bonafide_label = check_bonafide_label(bonafide_label, num_classes)
-        self.enc_dim = enc_dim
-        self.s = s
-        self.m = m
+        super().__init__(weight, enc_dim, s, m, bonafide_label, reduction, num_classes, score)
         self.easy_margin = easy_margin
-        self.num_classes = num_classes
-        self.score_kind = score
-        self.centers = torch.nn.Parameter(torch.randn(num_classes, enc_dim))
 
     @property
     def name(self) -> str:
@@ -77,10 +58,3 @@ class AAMSoftmaxLoss(CosineMarginLoss):
     def loss_name(self) -> str:
         # two rows of the library's table, one epilogue (csrc/cosine_losses.h)
         return "aam_softmax_easy_margin" if self.easy_margin else "aam_softmax"
-
-    def _margins(self) -> tuple[float, float, float]:
-        return self.s, self.m, self.m
-
-    def _score_rule(self) -> tuple[int, int]:
-        rule = "center_cosine" if self.score_kind == "cosine" else "log_posterior"
-        return ops.score_rule_code(rule), self.bonafide_label

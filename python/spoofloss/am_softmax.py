@@ -1,18 +1,12 @@
 """AM-softmax (additive margin softmax, CosFace) over learned class centres."""
 
-import torch
-
-from . import ops
-from .base import check_bonafide_label
-from .cosine_margin import CosineMarginLoss
+from .cosine_margin import ClassCentreLoss
 from .registry import register
-
-SCORES = ("cosine", "posterior")
 
 
 @register(name="am_softmax", family="cosine", reference="AMSoftmaxLoss", espnet_name="am_softmax_loss",
           variants={"posterior-score": {"score": "posterior"}, "5-classes": {"num_classes": 5, "bonafide_label": 3}})
-class AMSoftmaxLoss(CosineMarginLoss):
+class AMSoftmaxLoss(ClassCentreLoss):
     """Cross-entropy over s * (cos(x, c_k) - m * [k == label]), k < num_classes.
 
     Centre k belongs to class k (label value k); the bona fide class is
@@ -24,7 +18,6 @@ class AMSoftmaxLoss(CosineMarginLoss):
     """
 
     loss_name = "am_softmax"
-    centers_name = "centers"
 
     def __init__(
         self,
@@ -37,26 +30,8 @@ class AMSoftmaxLoss(CosineMarginLoss):
         num_classes: int = 2,
         score: str = "cosine",
     ):
-        super().__init__(weight, reduction)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-        self.bonafide_label = check_bonafide_label(bonafide_label, num_classes)
-        self.enc_dim = enc_dim
-        self.s = s
-        self.m = m
-        self.num_classes = num_classes
-        self.score_kind = score
-        self.centers = torch.nn.Parameter(torch.randn(num_classes, enc_dim))
+        super().__init__(weight, enc_dim, s, m, bonafide_label, reduction, num_classes, score)
 
     @property
     def name(self) -> str:
         return "am_softmax_loss"
-
-    def _margins(self) -> tuple[float, float, float]:
-        return self.s, self.m, self.m
-
-    def _score_rule(self) -> tuple[int, int]:
-        rule = "center_cosine" if self.score_kind == "cosine" else "log_posterior"
-        return ops.score_rule_code(rule), self.bonafide_label

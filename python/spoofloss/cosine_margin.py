@@ -2,10 +2,11 @@
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from . import ops
-from .base import AbsASVSpoofLoss, check_tensor, reduction_code
+from .base import AbsASVSpoofLoss, check_bonafide_label, check_tensor, reduction_code
 
 
 class CosineMarginLoss(AbsASVSpoofLoss):
@@ -64,3 +65,36 @@ class CosineMarginLoss(AbsASVSpoofLoss):
         reports both need not read emb twice); both are differentiable, and
         their gradients come from one fused backward pass."""
         return self._run(label, emb, lengths)
+
+
+class ClassCentreLoss(CosineMarginLoss):
+    """A margin softmax over one centre per class (AM- and AAM-softmax):
+    centres [num_classes, enc_dim], centre k for label value k, the bona fide
+    class ``bonafide_label``; scale ``s`` and margin ``m``; ``score`` "cosine"
+    (the cosine to the bona fide centre) or "posterior" (the bona fide class's
+    log-posterior log softmax_k(s cos_k), without margin)."""
+
+    SCORES = ("cosine", "posterior")
+    centers_name = "centers"
+
+    def __init__(self, weight: float, enc_dim: int, s: float, m: float, bonafide_label: int, reduction: str,
+                 num_classes: int, score: str):
+        super().__init__(weight, reduction)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        if score not in self.SCORES:
+            raise ValueError(f"score must be one of {self.SCORES}, got {score!r}")
+        self.bonafide_label = check_bonafide_label(bonafide_label, num_classes)
+        self.enc_dim = enc_dim
+        self.s = s
+        self.m = m
+        self.num_classes = num_classes
+        self.score_kind = score
+        self.centers = torch.nn.Parameter(torch.randn(num_classes, enc_dim))
+
+    def _margins(self) -> tuple[float, float, float]:
+        return self.s, self.m, self.m
+
+    def _score_rule(self) -> tuple[int, int]:
+        rule = "center_cosine" if self.score_kind == "cosine" else "log_posterior"
+        return ops.score_rule_code(rule), self.bonafide_label

@@ -660,8 +660,9 @@ def p2sgrad_loss(
     return _reduce(p2sgrad_from_cosines(cos, _class_label(label, cos.shape[0], cos.device)), reduction)
 
 
-class AAMSoftmaxLoss(nn.Module):
-    """Reference of ``spoofloss.AAMSoftmaxLoss``: centres [num_classes, enc_dim], torch ops chain."""
+class AAMSoftmaxLoss(AMSoftmaxLoss):
+    """Reference of ``spoofloss.AAMSoftmaxLoss``: centres [num_classes, enc_dim], torch ops chain
+    (AM-softmax's centres and scores; the angular margin in forward)."""
 
     def __init__(
         self,
@@ -675,21 +676,8 @@ class AAMSoftmaxLoss(nn.Module):
         num_classes: int = 2,
         score: str = "cosine",
     ):
-        super().__init__()
-        check_bonafide_label(bonafide_label, num_classes)
-        _check_reduction(reduction)
-        if score not in ("cosine", "posterior"):
-            raise ValueError(f"score must be 'cosine' or 'posterior', got {score!r}")
-        self.weight = weight
-        self.enc_dim = enc_dim
-        self.s = s
-        self.m = m
+        super().__init__(weight, enc_dim, s, m, bonafide_label, reduction, num_classes, score)
         self.easy_margin = easy_margin
-        self.bonafide_label = bonafide_label
-        self.reduction = reduction
-        self.num_classes = num_classes
-        self.score_kind = score
-        self.centers = nn.Parameter(torch.randn(num_classes, enc_dim))
 
     @property
     def name(self) -> str:
@@ -700,11 +688,6 @@ class AAMSoftmaxLoss(nn.Module):
     ) -> torch.Tensor:
         return aam_softmax_loss(label, emb, self.centers, lengths, s=self.s, m=self.m, easy_margin=self.easy_margin,
                                 reduction=self.reduction, bonafide_label=self.bonafide_label)
-
-    def score(self, emb: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.score_kind == "posterior":
-            return log_posterior_score(emb, self.centers, lengths, center=self.bonafide_label, s=self.s)
-        return am_softmax_score(emb, self.centers, lengths, bonafide_label=self.bonafide_label)
 
 
 class P2SGradLoss(nn.Module):
