@@ -29,12 +29,15 @@ int main() {
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
   auto& dispatcher = c10::Dispatcher::singleton();
 
-  // binary_cross_entropy(pred [N], label [N], bonafide_label, reduction: 1 = mean)
+  // binary_cross_entropy(pred [N], label [N], bonafide_label, reduction: 1 = mean,
+  //                      class_weight or none, num_logits) -> (loss, total_weight)
+  using Weights = std::optional<c10::ArrayRef<double>>;
   auto bce = dispatcher.findSchemaOrThrow("spoofloss::binary_cross_entropy", "")
-                 .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, int64_t)>();
+                 .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t, int64_t,
+                                                           Weights, int64_t)>();
   at::Tensor pred = at::randn({37}, f64).set_requires_grad(true);
   at::Tensor label = at::randint(0, 2, {37}, at::TensorOptions().dtype(at::kLong));
-  at::Tensor loss = bce.call(pred, label, 1, 1);
+  at::Tensor loss = std::get<0>(bce.call(pred, label, 1, 1, std::nullopt, 1));
   loss.backward();
   check("binary_cross_entropy", loss.detach(),
         at::binary_cross_entropy_with_logits(pred.detach(), label.to(at::kDouble)));

@@ -32,13 +32,24 @@ def check(what, got, want, rtol=1e-10, atol=1e-12):
 
 gen = torch.Generator().manual_seed(0)
 
-# binary_cross_entropy(pred, label, bonafide_label=1, reduction=1 (mean)) and its gradient
+# binary_cross_entropy(pred, label, bonafide_label=1, reduction=1 (mean)) -> (loss, total_weight),
+# and its gradient: one logit per label (BCE with logits) ...
 pred = torch.randn(37, generator=gen, dtype=torch.float64, requires_grad=True)
 label = torch.randint(0, 2, (37,), generator=gen)
-loss = ns.binary_cross_entropy(pred, label, 1, 1)
+loss, _ = ns.binary_cross_entropy(pred, label, 1, 1)
 loss.backward()
 check("binary_cross_entropy", loss.detach(), F.binary_cross_entropy_with_logits(pred.detach(), label.double()))
 check("binary_cross_entropy gradient", pred.grad, (torch.sigmoid(pred.detach()) - label.double()) / 37)
+# ... and two logits with class weights (AASIST's CrossEntropyLoss(weight=[0.1, 0.9]))
+logits = torch.randn(37, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+loss, total_weight = ns.binary_cross_entropy(logits, label, 1, 1, [0.1, 0.9], 2)
+loss.backward()
+want = logits.detach().requires_grad_()
+want_loss = F.cross_entropy(want, label, weight=torch.tensor([0.1, 0.9], dtype=torch.float64))
+want_loss.backward()
+check("binary_cross_entropy, 2 logits", loss.detach(), want_loss.detach())
+check("binary_cross_entropy, 2 logits, gradient", logits.grad, want.grad)
+check("binary_cross_entropy, total_weight", total_weight, (0.1 + 0.8 * label.double()).sum())
 
 # cosine_score(emb [B, T, D], centers [C, D], lengths [B], center_index None,
 # score_rule 0 (cosine with centers[score_center]), score_center 1, scale): the cosine
