@@ -44,7 +44,6 @@ hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is not install
 from hypothesis import HealthCheck, given, note, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from spoofloss import ops  # noqa: E402
 from spoofloss.registry import LOSSES  # noqa: E402
 
 from helpers.losses import LossCall, build, centres_of, logits_per_utterance, names  # noqa: E402
@@ -130,12 +129,16 @@ def cosine_cases(draw):
     rank = draw(st.sampled_from([3, 3, 2]))
     batch = draw(st.integers(1, 9))
     frames = draw(st.integers(1, 9)) if rank == 3 else 1
-    # D = 1 puts every centre at cosine +-1: a loss that picks the nearest of
-    # several centres (SAMO) faces exact ties there, which rounding breaks
-    # either way (same loss, the gradient on another centre); it gets D >= 2
-    picks_nearest = ops.COSINE_LOSSES[LOSSES[name].build(variant, enc_dim=2)[0].loss_name]["default_score"] \
-        == "nearest_center"
-    dim = draw(st.sampled_from([2, 3, 5, 8, 13, 17, 32] if picks_nearest else [1, 2, 3, 5, 8, 13, 17, 32]))
+    # D >= 2. At D = 1 every cosine is exactly +-1 and the gradient with
+    # respect to emb is identically zero: what float32 kernels return there is
+    # rounding residue times d out / d cos, and the tolerance, derived from the
+    # float64 d out / d cos, collapses to 0 where the loss saturates (a
+    # log-posterior score at s * (cos_1 - cos_2) = 40 has d out / d cos of
+    # 1e-17 in float64); a loss that picks the nearest of several centres
+    # (SAMO) also meets exact ties there, which rounding breaks either way.
+    # The fixed D = 1 cases of test_losses.py (test_cosine_odd_shapes) keep D = 1
+    # under test.
+    dim = draw(st.sampled_from([2, 3, 5, 8, 13, 17, 32]))
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
     centers_dtype = torch.float64 if dtype == torch.float64 else draw(st.sampled_from([torch.float32, dtype]))
     layouts = EMB_LAYOUTS if rank == 3 else [la for la in EMB_LAYOUTS if la != "time-stride-0"]
