@@ -98,3 +98,21 @@ class ClassCentreLoss(CosineMarginLoss):
     def _score_rule(self) -> tuple[int, int]:
         rule = "center_cosine" if self.score_kind == "cosine" else "log_posterior"
         return ops.score_rule_code(rule), self.bonafide_label
+
+
+class OneClassLoss(CosineMarginLoss):
+    """A one-class softmax around bona fide centres (OC-softmax, SAMO):
+    softplus(alpha (m_real - cos)) for bona fide, softplus(alpha (cos - m_fake))
+    for spoof, two classes (label ``bonafide_label`` is bona fide)."""
+
+    def __init__(self, weight: float, enc_dim: int, m_real: float, m_fake: float, alpha: float, bonafide_label: int,
+                 reduction: str):
+        super().__init__(weight, reduction)
+        self.bonafide_label = check_bonafide_label(bonafide_label)
+        self.enc_dim = enc_dim
+        self.m_real = m_real
+        self.m_fake = m_fake
+        self.alpha = alpha
+
+    def _margins(self) -> tuple[float, float, float]:
+        return self.alpha, self.m_real, self.m_fake

@@ -3,14 +3,13 @@
 import torch
 
 from . import ops
-from .base import check_bonafide_label
-from .cosine_margin import CosineMarginLoss
+from .cosine_margin import OneClassLoss
 from .registry import register
 
 
 @register(name="oc_softmax", family="cosine", reference="OCSoftmaxLoss", espnet_name="oc_softmax_loss",
           variants={"bonafide-0": {"bonafide_label": 0}})
-class OCSoftmaxLoss(CosineMarginLoss):
+class OCSoftmaxLoss(OneClassLoss):
     """softplus(alpha * (m_real - cos)) for bona fide, softplus(alpha * (cos - m_fake)) for spoof.
 
     ``score`` is the cosine to the centre. Defaults are ESPnet's.
@@ -29,21 +28,13 @@ class OCSoftmaxLoss(CosineMarginLoss):
         bonafide_label: int = 1,
         reduction: str = "mean",
     ):
-        super().__init__(weight, reduction)
-        self.bonafide_label = check_bonafide_label(bonafide_label)
-        self.enc_dim = enc_dim
-        self.m_real = m_real
-        self.m_fake = m_fake
-        self.alpha = alpha
+        super().__init__(weight, enc_dim, m_real, m_fake, alpha, bonafide_label, reduction)
         self.center = torch.nn.Parameter(torch.randn(1, enc_dim))
         torch.nn.init.kaiming_uniform_(self.center, 0.25)
 
     @property
     def name(self) -> str:
         return "oc_softmax_loss"
-
-    def _margins(self) -> tuple[float, float, float]:
-        return self.alpha, self.m_real, self.m_fake
 
     def _score_rule(self) -> tuple[int, int]:
         return ops.score_rule_code("center_cosine"), 0

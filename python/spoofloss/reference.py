@@ -68,6 +68,19 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
+def _set_hyperparameters(module: nn.Module, weight: float, enc_dim: int, bonafide_label: int, reduction: str,
+                         classes: int = 2, **hyper) -> None:
+    """What every twin module stores, checked as the fused modules check it."""
+    check_bonafide_label(bonafide_label, classes)
+    _check_reduction(reduction)
+    module.weight = weight
+    module.enc_dim = enc_dim
+    module.bonafide_label = bonafide_label
+    module.reduction = reduction
+    for name, value in hyper.items():
+        setattr(module, name, value)
+
+
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     _check_reduction(reduction)
     if reduction == "mean":
@@ -484,18 +497,10 @@ class AMSoftmaxLoss(nn.Module):
         score: str = "cosine",
     ):
         super().__init__()
-        check_bonafide_label(bonafide_label, num_classes)
-        _check_reduction(reduction)
         if score not in ("cosine", "posterior"):
             raise ValueError(f"score must be 'cosine' or 'posterior', got {score!r}")
-        self.weight = weight
-        self.enc_dim = enc_dim
-        self.s = s
-        self.m = m
-        self.bonafide_label = bonafide_label
-        self.reduction = reduction
-        self.num_classes = num_classes
-        self.score_kind = score
+        _set_hyperparameters(self, weight, enc_dim, bonafide_label, reduction, num_classes, s=s, m=m,
+                             num_classes=num_classes, score_kind=score)
         self.centers = nn.Parameter(torch.randn(num_classes, enc_dim))
 
     @property
@@ -530,15 +535,8 @@ class OCSoftmaxLoss(nn.Module):
         reduction: str = "mean",
     ):
         super().__init__()
-        check_bonafide_label(bonafide_label)
-        _check_reduction(reduction)
-        self.weight = weight
-        self.enc_dim = enc_dim
-        self.m_real = m_real
-        self.m_fake = m_fake
-        self.alpha = alpha
-        self.bonafide_label = bonafide_label
-        self.reduction = reduction
+        _set_hyperparameters(self, weight, enc_dim, bonafide_label, reduction, m_real=m_real, m_fake=m_fake,
+                             alpha=alpha)
         self.center = nn.Parameter(torch.randn(1, enc_dim))
         nn.init.kaiming_uniform_(self.center, a=0.25)
 
@@ -702,13 +700,7 @@ class P2SGradLoss(nn.Module):
         num_classes: int = 2,
     ):
         super().__init__()
-        check_bonafide_label(bonafide_label, num_classes)
-        _check_reduction(reduction)
-        self.weight = weight
-        self.enc_dim = enc_dim
-        self.bonafide_label = bonafide_label
-        self.reduction = reduction
-        self.num_classes = num_classes
+        _set_hyperparameters(self, weight, enc_dim, bonafide_label, reduction, num_classes, num_classes=num_classes)
         self.centers = nn.Parameter(torch.empty(num_classes, enc_dim).uniform_(-1.0, 1.0))
 
     @property
@@ -821,16 +813,8 @@ class MultiCenterOCSoftmaxLoss(nn.Module):
         reduction: str = "mean",
     ):
         super().__init__()
-        check_bonafide_label(bonafide_label)
-        _check_reduction(reduction)
-        self.weight = weight
-        self.enc_dim = enc_dim
-        self.num_centers = num_centers
-        self.m_real = m_real
-        self.m_fake = m_fake
-        self.alpha = alpha
-        self.bonafide_label = bonafide_label
-        self.reduction = reduction
+        _set_hyperparameters(self, weight, enc_dim, bonafide_label, reduction, num_centers=num_centers,
+                             m_real=m_real, m_fake=m_fake, alpha=alpha)
         self.centers = nn.Parameter(F.normalize(torch.randn(num_centers, enc_dim), dim=1))
 
     @property

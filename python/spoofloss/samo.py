@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ops
-from .base import check_bonafide_label, check_tensor, reduction_code
-from .cosine_margin import CosineMarginLoss
+from .base import check_tensor, reduction_code
+from .cosine_margin import OneClassLoss
 from .registry import register
 
 
@@ -23,7 +23,7 @@ def _center_index_inputs(module, batch: int, generator) -> dict:
 @register(name="samo", family="cosine", reference="MultiCenterOCSoftmaxLoss", espnet_name="samo_loss",
           variants={"64-centers": {"num_centers": 64}, "bonafide-0": {"bonafide_label": 0}},
           make_inputs=_center_index_inputs)
-class MultiCenterOCSoftmaxLoss(CosineMarginLoss):
+class MultiCenterOCSoftmaxLoss(OneClassLoss):
     """One-class softmax around ``num_centers`` bona fide centres (SAMO's speaker attractors).
 
     With cos_j the cosine between the pooled embedding and centre j:
@@ -64,24 +64,16 @@ class MultiCenterOCSoftmaxLoss(CosineMarginLoss):
         bonafide_label: int = 1,
         reduction: str = "mean",
     ):
-        super().__init__(weight, reduction)
         most = ops.COSINE_LOSSES[self.loss_name]["max_centers"]
         if isinstance(num_centers, bool) or not isinstance(num_centers, int) or not 1 <= num_centers <= most:
             raise ValueError(f"num_centers must be an int in [1, {most}], got {num_centers!r}")
-        self.bonafide_label = check_bonafide_label(bonafide_label)
-        self.enc_dim = enc_dim
+        super().__init__(weight, enc_dim, m_real, m_fake, alpha, bonafide_label, reduction)
         self.num_centers = num_centers
-        self.m_real = m_real
-        self.m_fake = m_fake
-        self.alpha = alpha
         self.centers = torch.nn.Parameter(initial_centers(num_centers, enc_dim))
 
     @property
     def name(self) -> str:
         return "samo_loss"
-
-    def _margins(self) -> tuple[float, float, float]:
-        return self.alpha, self.m_real, self.m_fake
 
     def _score_rule(self, center_index: Optional[Tensor] = None) -> tuple[int, int]:
         rule = "nearest_center" if center_index is None else "utterance_center"
