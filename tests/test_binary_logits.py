@@ -531,6 +531,17 @@ def test_bad_class_weight(bad, device):
             torch.ops.spoofloss.binary_cross_entropy.default(pred, label, 1, MEAN, list(bad), 2)
 
 
+def test_class_weight_as_tensor():
+    # a tensor is read once, at assignment; one without values says so, naming the argument
+    weights = torch.tensor([0.3, 1.7], dtype=torch.float64)
+    assert spoofloss.BinaryLoss(class_weight=weights).class_weight == (0.3, 1.7)
+    for bad in (torch.empty(2, device="meta"), torch.ones(2, 1), torch.ones(3)):
+        with pytest.raises(ValueError, match="class_weight"):
+            spoofloss.BinaryLoss(class_weight=bad)
+        with pytest.raises(ValueError, match="class_weight"):
+            R.BinaryLoss(class_weight=bad)
+
+
 def test_bad_num_logits_and_shapes(device):
     for bad in (0, 3, True, 2.0):
         with pytest.raises(ValueError, match="num_logits"):

@@ -1,7 +1,9 @@
 """The interface every spoofloss loss implements (ESPnet's AbsASVSpoofLoss)."""
 
+import math
 import operator
 from abc import ABC, abstractmethod
+from typing import Optional
 
 import torch
 
@@ -66,3 +68,24 @@ def check_bonafide_label(bonafide_label: int, classes: int = 2) -> int:
         allowed = "0 or 1" if classes == 2 else f"a class index in [0, {classes})"
         raise ValueError(f"bonafide_label must be {allowed}, got {bonafide_label!r}")
     return operator.index(bonafide_label)
+
+
+def check_class_weight(class_weight) -> Optional[tuple]:
+    """class_weight as a tuple of two floats (the weights of label 0 and label 1), or None: the
+    one check of BinaryLoss and its reference twin. A tensor is read here, once."""
+    if class_weight is None:
+        return None
+    if getattr(class_weight, "is_meta", False):  # a tensor without values to read
+        raise ValueError(f"class_weight must hold values (the weights of label 0 and label 1), got a tensor "
+                         f"on the meta device of shape {tuple(class_weight.shape)}; pass two numbers")
+    if hasattr(class_weight, "tolist"):
+        class_weight = class_weight.tolist()
+    try:
+        weights = tuple(float(w) for w in class_weight)
+    except (TypeError, ValueError):
+        raise ValueError(f"class_weight must be two numbers (the weights of label 0 and label 1), "
+                         f"got {class_weight!r}") from None
+    if len(weights) != 2 or not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise ValueError(f"class_weight must be two finite numbers >= 0 (the weights of label 0 and label 1), "
+                         f"got {class_weight!r}")
+    return weights

@@ -2,33 +2,15 @@
 utterance, BCE with logits), and the class-weighted cross-entropy over two
 logits per utterance that AASIST and most ASVspoof 5 systems train with."""
 
-import math
 from typing import Optional, Sequence
 
 from torch import Tensor
 
 from . import ops
-from .base import AbsASVSpoofLoss, check_bonafide_label, check_tensor, reduction_code
+from .base import AbsASVSpoofLoss, check_bonafide_label, check_class_weight, check_tensor, reduction_code
 from .registry import register
 
 SCORES = ("logit_difference", "bonafide_logit")
-
-
-def check_class_weight(class_weight) -> Optional[tuple]:
-    """class_weight as a tuple of two floats (the weights of label 0 and label 1), or None."""
-    if class_weight is None:
-        return None
-    if hasattr(class_weight, "tolist"):  # a tensor or an array: read once, here, not at every call
-        class_weight = class_weight.tolist()
-    try:
-        weights = tuple(float(w) for w in class_weight)
-    except (TypeError, ValueError):
-        raise ValueError(f"class_weight must be two numbers (the weights of label 0 and label 1), "
-                         f"got {class_weight!r}") from None
-    if len(weights) != 2 or not all(math.isfinite(w) and w >= 0 for w in weights):
-        raise ValueError(f"class_weight must be two finite numbers >= 0 (the weights of label 0 and label 1), "
-                         f"got {class_weight!r}")
-    return weights
 
 
 @register(name="binary", family="logits", reference="BinaryLoss", espnet_name="binary_loss",

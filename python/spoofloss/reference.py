@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import check_bonafide_label
+from .base import check_bonafide_label, check_class_weight
 
 __all__ = [
     "masked_mean",
@@ -334,23 +334,6 @@ def cosine_score(
 BINARY_SCORES = ("logit_difference", "bonafide_logit")
 
 
-def _check_class_weight(class_weight) -> Optional[tuple]:
-    """class_weight as a tuple of two floats (the weights of label 0 and label 1), or None."""
-    if class_weight is None:
-        return None
-    if isinstance(class_weight, torch.Tensor):
-        class_weight = class_weight.detach().cpu().tolist()
-    try:
-        weights = tuple(float(w) for w in class_weight)
-    except (TypeError, ValueError):
-        raise ValueError(f"class_weight must be two numbers (the weights of label 0 and label 1), "
-                         f"got {class_weight!r}") from None
-    if len(weights) != 2 or not all(w >= 0 and w != float("inf") for w in weights):
-        raise ValueError(f"class_weight must be two finite numbers >= 0 (the weights of label 0 and label 1), "
-                         f"got {class_weight!r}")
-    return weights
-
-
 def _check_num_logits(num_logits: int) -> None:
     if isinstance(num_logits, bool) or not isinstance(num_logits, int) or num_logits not in (1, 2):
         raise ValueError(f"num_logits must be 1 (one logit per label) or 2 (the logits of label 0 and label 1), "
@@ -387,7 +370,7 @@ def binary_loss(
     _check_reduction(reduction)
     check_bonafide_label(bonafide_label)
     _check_num_logits(num_logits)
-    weights = _check_class_weight(class_weight)
+    weights = check_class_weight(class_weight)
     if num_logits == 2:
         if pred.dim() != 2 or pred.shape[1] != 2:
             raise ValueError(f"pred must have shape [B, 2] with num_logits = 2, got shape {tuple(pred.shape)}")
@@ -467,7 +450,7 @@ class BinaryLoss(nn.Module):
         self.bonafide_label = bonafide_label
         self.reduction = reduction
         self.num_logits = num_logits
-        self.class_weight = _check_class_weight(class_weight)
+        self.class_weight = check_class_weight(class_weight)
         self.score_kind = score
 
     @property
