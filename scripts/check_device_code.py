@@ -15,7 +15,7 @@ or the copy that triton ships) it checks that LIBRARY holds
 A GPU runs the cubin of its own major generation (the newest minor at or below its
 own), else JIT-compiles the newest PTX at or below its capability; with neither,
 it fails with "no kernel image is available". scripts/test.sh runs this on the
-CUDA build (stage 1).
+CUDA build (stage 4).
 """
 
 import glob

@@ -11,35 +11,47 @@
 # whole suite on it (the emulated build: with every CUDA kernel required to run).
 #
 # The full run builds spoofloss every supported way and tests each build:
-#   1. CUDA build (when nvcc is on PATH and torch is a CUDA build): check with
+#   1. emulated-CUDA build (the CUDA kernels on an emulated device, for CPU
+#      tensors): the suite but the tests that call no compiled op (stages 3 and 6
+#      run those), scheduling seed 1 and 132 multiprocessors, with every kernel
+#      required to have run with every dtype; and the parity tests under seed 2
+#      and 108 multiprocessors;
+#   2. the emulated build with AddressSanitizer + UBSan: the parity tests;
+#   3. CPU-only build from a clean build folder, the whole suite;
+#   4. CUDA build (when nvcc is on PATH and torch is a CUDA build): check with
 #      cuobjdump that it holds a cubin for every architecture of the list (default
 #      in scripts/build_config.py), the PTX of the "+PTX" one, and every kernel in
 #      each (scripts/check_device_code.py); then the whole suite where a GPU is,
-#      else the op and module tests (stages 2 and 3 cover the kernels without one);
-#   2. CPU-only build from a clean build folder, the whole suite;
-#   3. emulated-CUDA build (the CUDA kernels on an emulated device, for CPU
-#      tensors): the suite but the tests that call no compiled op (stages 2 and 6
-#      run those), scheduling seed 1 and 132 multiprocessors, with every kernel
-#      required to have run with every dtype; then the parity tests under seed 2
-#      and 108 multiprocessors;
-#   4. the emulated build with AddressSanitizer + UBSan: the parity tests;
+#      else the op and module tests (stages 1 and 3 cover the kernels without one);
 #   5. the CMake build of the op library (CPU only) and its tests (ctest): the
 #      library loaded into Python with torch.ops.load_library, and linked into a
 #      C++ program, each calling the ops on data against independent results;
 #   6. scripts/check_wheel.sh: a wheel built in a clean copy against a second torch
 #      release, installed into a fresh venv, and the suite run against it.
-# Stages 5 and 6 touch neither the installed library nor the build folders of 1-4,
-# so the full run starts them in a second process beside 1-4 (a second lane: the
-# tests of one lane mostly use one core while the other compiles), logs them to a
-# file and prints that log when they are done.
+#
+# How the run keeps both cores busy (on the 2-core CI machine a test run uses one
+# core, a build both):
+#   - stages 1-4 build one after another in this process (each build is an editable
+#     install in place); as soon as a build is done and checked, its library is
+#     copied to build/test-runs/<run>/spoofloss and its test runs start in the
+#     background against that copy (PYTHONPATH), while the next build goes on;
+#   - the builds go in the order above, the longest test runs first;
+#   - stages 5 and 6 touch neither the installed library nor the build folders of
+#     1-4: they run in a second process beside them;
+#   - every test run uses one thread (OMP_NUM_THREADS=1: several processes with
+#     two spinning OpenMP threads each on two cores run several times slower;
+#     tests/test_accuracy.py sets 1, 2 and 3 threads itself, where it matters);
+#   - each test run's output is printed, with its counts and time, when the run is
+#     done and every build has been; a failed run stops the whole run at the next
+#     check (after each build, and while waiting).
 # The run ends with the build bench.sh and demo.sh use on this machine installed
-# (the CUDA build where a GPU is, else the CPU-only one: the one built in stage 1
-# or 2, set aside then), never a sanitized library, which aborts any Python that
-# imports it without the sanitizer runtimes preloaded.
+# (the CUDA build where a GPU is, else the CPU-only one, set aside when it was
+# built), never a sanitized library, which aborts any Python that imports it
+# without the sanitizer runtimes preloaded.
 #
 # Extra arguments go to pytest (e.g. scripts/test.sh --quick -k binary -x).
-# Environment: TORCH_CUDA_ARCH_LIST, MAX_JOBS (default here: the number of cores,
-# per lane), NVCC_THREADS (see setup.py), SPOOFLOSS_SKIP_CUDA=1 skips stage 1;
+# Environment: TORCH_CUDA_ARCH_LIST, MAX_JOBS (default here: the number of cores),
+# NVCC_THREADS (see setup.py), SPOOFLOSS_SKIP_CUDA=1 skips stage 4;
 # check_wheel.sh's own (WHEEL_TORCH ...).
 
 # The tests that compare every op against the float64 reference: the ones the
@@ -47,7 +59,7 @@
 PARITY_TESTS=(tests/test_ops.py tests/test_losses.py tests/test_modules.py tests/test_emulation.py)
 # The tests that call no compiled op (spoofloss.metrics and the float64 reference
 # alone): what they check does not change with the build variant, so the CPU-only
-# build (stage 2) and the wheel (stage 6) run them and the emulated build does not.
+# build (stage 3) and the wheel (stage 6) run them and the emulated build does not.
 KERNEL_FREE_TESTS=(tests/test_metrics*.py tests/test_reference.py)
 set -euo pipefail
 
@@ -75,6 +87,12 @@ STAGE_T0=$SECONDS
 TIMINGS=()
 LANE_PID=""
 LANE_LOG=""
+# the background test runs: name, what it runs, pid (a process group), log
+RUN_NAMES=()
+RUN_WHATS=()
+RUN_PIDS=()
+RUN_LOGS=()
+RUNS_DIR=build/test-runs
 
 stage() {
     STAGE="$1"
@@ -93,15 +111,15 @@ fail() {
     exit 1
 }
 on_exit() {
-    local rc=$? so
-    # the second lane (its own process group) ends with this one
-    if [ -n "$LANE_PID" ] && kill -0 "$LANE_PID" 2>/dev/null; then
-        kill -- "-$LANE_PID" 2>/dev/null || true
-        echo "stopped stages 5 and 6 (log: $LANE_LOG)" >&2
-    fi
-    # a sanitized library must not stay installed (a failure in stage 4 would leave it)
+    local rc=$? so pid
+    # the second lane and the test runs (each its own process group) end with this one
+    for pid in $LANE_PID "${RUN_PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null && kill -- "-$pid" 2>/dev/null || true
+    done
+    [ -z "$LANE_PID" ] || echo "stopped whatever still ran of stages 5 and 6 (log: $LANE_LOG)" >&2
+    # a sanitized library must not stay installed (a failure in stage 2 would leave it)
     so="$(ls python/spoofloss/_C*.so 2>/dev/null | head -n 1 || true)"
-    if wants 4 && [ -n "$so" ] && grep -aq 'libasan\.so' "$so"; then
+    if wants 2 && [ -n "$so" ] && grep -aq 'libasan\.so' "$so"; then
         rm -f python/spoofloss/_C*.so
         echo "removed the sanitized library $so (it aborts any Python that imports it without the" \
              "sanitizer runtimes); the next bench.sh, demo.sh or test.sh --quick rebuilds" >&2
@@ -118,6 +136,76 @@ run_pytest() {
         5) fail "pytest collected no tests (exit 5): tests/ is empty or every test was deselected" ;;
         *) fail "pytest failed (exit $rc)" ;;
     esac
+}
+
+# start_tests NAME WHAT [VAR=value ...] -- PYTEST_ARGS...
+# Copy the library just built to $RUNS_DIR/NAME and start pytest against that copy
+# in the background, one thread, with the VAR=value settings; its output goes to a
+# log, and its exit status and time to LOG.done when it ends.
+start_tests() {
+    local name="$1" what="$2" copy log
+    local settings=()
+    shift 2
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do settings+=("$1"); shift; done
+    shift  # the --
+    copy="$PWD/$RUNS_DIR/$name"
+    log="$BUILD_LOG_DIR/tests-$name.log"
+    rm -rf "$copy" && mkdir -p "$copy" && cp -a python/spoofloss "$copy/" || fail "copying the library for $name"
+    rm -f "$log.done"
+    # setsid: its own process group, so that on_exit can stop all of it
+    setsid bash -c 'log="$1"; shift; t0=$SECONDS; rc=0; env "$@" >"$log" 2>&1 || rc=$?
+                    echo "$rc $((SECONDS - t0))" >"$log.done"' \
+        start_tests "$log" "${settings[@]}" PYTHONPATH="$copy${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=1 \
+        python -m pytest -q -ra -p no:cacheprovider "$@" &
+    RUN_NAMES+=("$name")
+    RUN_WHATS+=("$what")
+    RUN_PIDS+=($!)
+    RUN_LOGS+=("$log")
+    echo "--- started in the background: $name: $what (log: $log)"
+}
+
+# The result of test run I: "running", "passed", or why it failed.
+run_result() {
+    local log="${RUN_LOGS[$1]}" rc secs
+    if [ ! -f "$log.done" ]; then
+        kill -0 "${RUN_PIDS[$1]}" 2>/dev/null && { echo running; return; }
+        echo "ended without an exit status"; return
+    fi
+    read -r rc secs <"$log.done"
+    case $rc in
+        0) echo passed ;;
+        5) echo "collected no tests (exit 5)" ;;
+        *) echo "pytest failed (exit $rc)" ;;
+    esac
+}
+
+# Stop the whole run at the first test run that has failed: its log, then fail.
+check_runs() {
+    local i result
+    for i in "${!RUN_NAMES[@]}"; do
+        result="$(run_result "$i")"
+        case "$result" in
+            running|passed) ;;
+            *) sed 's/^/  | /' "${RUN_LOGS[$i]}"
+               fail "test run ${RUN_NAMES[$i]} (${RUN_WHATS[$i]}): $result; its log is above and in ${RUN_LOGS[$i]}" ;;
+        esac
+    done
+}
+
+# Wait for every test run, in the order they started; print each log, counts, time.
+finish_runs() {
+    local i rc secs line
+    for i in "${!RUN_NAMES[@]}"; do
+        while [ "$(run_result "$i")" = running ]; do check_runs; sleep 2; done
+        check_runs
+        read -r rc secs <"${RUN_LOGS[$i]}.done"
+        stage "tests: ${RUN_NAMES[$i]}: ${RUN_WHATS[$i]}"
+        sed 's/^/  | /' "${RUN_LOGS[$i]}"
+        line="$(printf -- '--- %-48s %4d s   (%s)' "tests ${RUN_NAMES[$i]}:" "$secs" \
+                "$(grep -E '^[0-9]+ passed' "${RUN_LOGS[$i]}" | tail -n 1)")"
+        echo "$line"
+        TIMINGS+=("$line")
+    done
 }
 
 so_path() {
@@ -142,7 +230,7 @@ source scripts/setup_env.sh
 # shellcheck source=scripts/build.sh
 source scripts/build.sh
 BUILD_TAG=test
-export MAX_JOBS="${MAX_JOBS:-$(nproc)}"  # ninja's default, cores + 2, is too many with two lanes
+export MAX_JOBS="${MAX_JOBS:-$(nproc)}"  # ninja's default, cores + 2, is too many beside test runs
 if [ $QUICK = 1 ] || wants 1 || wants 2 || wants 3 || wants 4; then
     # the pinned espnet for tests/test_espnet_model.py (its packages with --no-deps: torch stays as it is)
     PYTHON=python bash scripts/install_espnet.sh || fail "installing the pinned espnet failed"
@@ -153,7 +241,7 @@ echo "build logs: $BUILD_LOG_DIR"
 if [ $LANES = 1 ]; then
     LANE_LOG="$BUILD_LOG_DIR/stages-5-6.log"
     # setsid: its own process group, so that on_exit can stop all of it
-    setsid bash scripts/test.sh --stage 5 --stage 6 "$@" >"$LANE_LOG" 2>&1 &
+    OMP_NUM_THREADS=1 setsid bash scripts/test.sh --stage 5 --stage 6 "$@" >"$LANE_LOG" 2>&1 &
     LANE_PID=$!
     echo "stages 5 and 6 run beside stages 1-4 (log: $LANE_LOG; printed when they are done)"
 fi
@@ -176,9 +264,55 @@ if [ $QUICK = 1 ]; then
     exit 0
 fi
 
-# ---------------------------------------------------------------- 1. CUDA build
+# ---------------------------------------------------------------- 1. emulated CUDA
 if wants 1; then
-stage "1/6 CUDA build + device code check + pytest"
+stage "1/6 emulated-CUDA build; its tests start (2 seeds, 2 multiprocessor counts)"
+build_variant emulated || fail "the emulated build failed"
+ignore=()
+for f in "${KERNEL_FREE_TESTS[@]}"; do ignore+=(--ignore="$f"); done
+start_tests emulated-seed-1 \
+    "emulated CUDA, the suite but ${KERNEL_FREE_TESTS[*]}, scheduling seed 1, 132 multiprocessors (an H100 SXM), every kernel required" \
+    SPOOFLOSS_EMULATION_SEED=1 SPOOFLOSS_EMULATED_MULTIPROCESSORS=132 SPOOFLOSS_REQUIRE_KERNEL_COVERAGE=1 \
+    -- "${ignore[@]}" "$@"
+start_tests emulated-seed-2 "emulated CUDA, parity tests, scheduling seed 2, 108 multiprocessors (an A100)" \
+    SPOOFLOSS_EMULATION_SEED=2 SPOOFLOSS_EMULATED_MULTIPROCESSORS=108 -- "${PARITY_TESTS[@]}" "$@"
+stage_done
+fi
+
+# ---------------------------------------------------------------- 2. sanitizers
+if wants 2; then
+check_runs
+stage "2/6 emulated-CUDA build with AddressSanitizer + UBSan; its parity tests start"
+build_variant sanitized || fail "the sanitized build failed"
+# gradcheck and opcheck call each op hundreds of times on tiny inputs; what the
+# sanitizers look for (out-of-bounds and undefined behaviour in the kernels) the
+# parity tests reach in every kernel, dtype and layout, at a fifth of the time.
+read -r -a sanitizer_settings <<<"$(sanitizer_env)"
+start_tests sanitizers "emulated CUDA under AddressSanitizer + UBSan, parity tests but gradcheck and opcheck, seed 3" \
+    "${sanitizer_settings[@]}" SPOOFLOSS_EMULATION_SEED=3 \
+    -- "${PARITY_TESTS[@]}" -k "not gradcheck and not opcheck" "$@"
+rm -f python/spoofloss/_C*.so  # not a library to leave installed (see the end)
+stage_done
+fi
+
+# ---------------------------------------------------------------- 3. CPU-only build
+if wants 3; then
+check_runs
+stage "3/6 clean CPU-only build; its tests start"
+# Clean: the CPU build's object folder, the built library, leftovers of
+# non-editable builds. (The other variants' objects live apart in build/temp-*:
+# they never reach this build, and keeping them keeps their next build incremental.)
+rm -rf build/temp-cpu-* build/lib.* build/bdist.* python/spoofloss/_C*.so
+build_variant cpu || fail "the CPU-only build failed"
+has_gpu || keep_library
+start_tests cpu-only "CPU-only build, the whole suite" -- "$@"
+stage_done
+fi
+
+# ---------------------------------------------------------------- 4. CUDA build
+if wants 4; then
+check_runs
+stage "4/6 CUDA build + device code check; its tests start"
 torch_cuda="$(python -c 'import torch; print(torch.version.cuda or "")')"
 if [ "${SPOOFLOSS_SKIP_CUDA:-0}" = 1 ]; then
     echo "SKIPPED: SPOOFLOSS_SKIP_CUDA=1"
@@ -193,57 +327,15 @@ else
     python scripts/check_device_code.py "$(so_path)" "$archs" || fail "the CUDA build lacks GPU code"
     if has_gpu; then
         keep_library
-        run_pytest "$@"
+        start_tests cuda "CUDA build, the whole suite on this machine's GPU and CPU" -- "$@"
     else
-        # Without a GPU this build runs the CPU kernels, which stage 2 tests in full
-        # (and stage 3 runs the CUDA kernels): here only that the library with CUDA
+        # Without a GPU this build runs the CPU kernels, which stage 3 tests in full
+        # (and stage 1 runs the CUDA kernels): here only that the library with CUDA
         # compiled in imports and serves the ops.
-        echo "no GPU: the op and module tests only (the CPU kernels get the whole suite in stage 2)"
-        run_pytest tests/test_ops.py tests/test_modules.py "$@"
+        start_tests cuda "CUDA build without a GPU: the op and module tests (the CPU kernels get the whole suite in stage 3)" \
+            -- tests/test_ops.py tests/test_modules.py "$@"
     fi
 fi
-stage_done
-fi
-
-# ---------------------------------------------------------------- 2. CPU-only build
-if wants 2; then
-stage "2/6 clean CPU-only build + pytest"
-# Clean: the CPU build's object folder, the built library, leftovers of
-# non-editable builds. (The other variants' objects live apart in build/temp-*:
-# they never reach this build, and keeping them keeps their next build incremental.)
-rm -rf build/temp-cpu-* build/lib.* build/bdist.* python/spoofloss/_C*.so
-build_variant cpu || fail "the CPU-only build failed"
-has_gpu || keep_library
-run_pytest "$@"
-stage_done
-fi
-
-# ---------------------------------------------------------------- 3. emulated CUDA
-if wants 3; then
-stage "3/6 emulated-CUDA build + pytest (2 seeds, 2 multiprocessor counts)"
-build_variant emulated || fail "the emulated build failed"
-echo "--- the suite but ${KERNEL_FREE_TESTS[*]}: scheduling seed 1, 132 multiprocessors (an H100 SXM)"
-ignore=()
-for f in "${KERNEL_FREE_TESTS[@]}"; do ignore+=(--ignore="$f"); done
-SPOOFLOSS_EMULATION_SEED=1 SPOOFLOSS_EMULATED_MULTIPROCESSORS=132 SPOOFLOSS_REQUIRE_KERNEL_COVERAGE=1 \
-    run_pytest "${ignore[@]}" "$@"
-echo "--- parity tests, scheduling seed 2, 108 multiprocessors (an A100)"
-SPOOFLOSS_EMULATION_SEED=2 SPOOFLOSS_EMULATED_MULTIPROCESSORS=108 run_pytest "${PARITY_TESTS[@]}" "$@"
-stage_done
-fi
-
-# ---------------------------------------------------------------- 4. sanitizers
-if wants 4; then
-stage "4/6 emulated-CUDA build with AddressSanitizer + UBSan + parity tests"
-build_variant sanitized || fail "the sanitized build failed"
-# gradcheck and opcheck call each op hundreds of times on tiny inputs; what the
-# sanitizers look for (out-of-bounds and undefined behaviour in the kernels) the
-# parity tests reach in every kernel, dtype and layout, at a fifth of the time.
-# shellcheck disable=SC2046
-env $(sanitizer_env) SPOOFLOSS_EMULATION_SEED=3 python -m pytest -q -ra "${PARITY_TESTS[@]}" \
-        -k "not gradcheck and not opcheck" "$@" \
-    || fail "pytest failed under the sanitizers (an AddressSanitizer or UBSan report above, or a failing test)"
-rm -f python/spoofloss/_C*.so  # not a library to leave installed (see the end)
 stage_done
 fi
 
@@ -275,6 +367,11 @@ bash scripts/check_wheel.sh "$@" || fail "the wheel check failed"
 stage_done
 fi
 
+# ---------------------------------------------------------------- the test runs
+if [ ${#RUN_NAMES[@]} -gt 0 ]; then
+    finish_runs
+fi
+
 # ---------------------------------------------------------------- the second lane
 if [ -n "$LANE_PID" ]; then
     stage "stages 5 and 6 (second lane)"
@@ -297,6 +394,6 @@ if wants 1 || wants 2 || wants 3 || wants 4; then
 fi
 
 echo
-echo "=== timings${LANE_LOG:+ (stages 5 and 6 ran beside 1-4: their times overlap)} ==="
+echo "=== timings (the builds ran one after another; the test runs and stages 5 and 6 beside them, so their times overlap) ==="
 printf '%s\n' "${TIMINGS[@]}"
 echo "ALL STAGES PASSED in $((SECONDS - T_START)) s"
