@@ -380,7 +380,8 @@ if [ -n "$LANE_PID" ]; then
     LANE_PID=""
     sed 's/^/  | /' "$LANE_LOG"
     [ $lane_rc = 0 ] || fail "stage 5 or 6 failed (exit $lane_rc; its log is above and in $LANE_LOG)"
-    while IFS= read -r line; do TIMINGS+=("$line"); done < <(grep -E '^--- [56]/6 ' "$LANE_LOG")
+    # each stage's own line (the lane prints it twice, check_wheel.sh's steps are numbered too)
+    while IFS= read -r line; do TIMINGS+=("$line"); done < <(grep -E '^--- (5/6 CMake|6/6 wheel)' "$LANE_LOG" | awk '!seen[$0]++')
     stage_done
 fi
 
