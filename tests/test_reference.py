@@ -97,6 +97,28 @@ def test_am_softmax_is_cross_entropy():
     assert tiny.item() == pytest.approx(math.exp(-96.0), rel=1e-14, abs=0)
 
 
+def test_cross_entropy_gradient_at_tied_logits():
+    """d CE / d z = softmax(z) - onehot(y), also where logits tie exactly (at D = 1
+    all cosines are +-1): the log-sum-exp shift must not carry a gradient, whose
+    value at a tie would be torch's subgradient convention (torch 2.13 gave a
+    tied two-class posterior a zero gradient)."""
+    gen = torch.Generator().manual_seed(7)
+    for classes in (2, 3, 5):
+        z = torch.randn(12, classes, generator=gen, dtype=torch.float64)
+        target = torch.randint(0, classes, (12,), generator=gen)
+        other, third = (target + 1) % classes, (target + 2) % classes
+        tied_all, tied_target, tied_others = torch.arange(0, 12, 3), torch.arange(1, 12, 3), torch.arange(2, 12, 3)
+        z[tied_all] = z[tied_all, :1]                                      # every logit equal
+        z[tied_target, other[tied_target]] = z[tied_target, target[tied_target]]  # the target's and one other
+        if classes > 2:                                                    # two others, above the target
+            z[tied_others, other[tied_others]] = z[tied_others, target[tied_others]] + 0.5
+            z[tied_others, third[tied_others]] = z[tied_others, target[tied_others]] + 0.5
+        z.requires_grad_()
+        grad, = torch.autograd.grad(R.margin_cross_entropy(z, target).sum(), [z])
+        expected = torch.softmax(z.detach(), dim=1) - torch.nn.functional.one_hot(target, classes).double()
+        torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-15, msg=lambda m: f"{classes} classes: {m}")
+
+
 def test_oc_softplus_is_exact_above_20():
     """F.softplus returns x itself above 20; the reference must not."""
     c = torch.tensor([[1.0, 0.0]], dtype=torch.float64)

@@ -164,7 +164,12 @@ def margin_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Te
     z_y = logits.gather(1, target.unsqueeze(1))  # [B, 1]
     gaps = logits - z_y
     others = gaps.masked_fill(F.one_hot(target, logits.shape[1]).bool(), float("-inf"))  # [B, C]
-    largest = others.max(dim=1).values.clamp_min(0)  # [B]
+    # The shift cancels out of the value, so it is a constant to autograd: through
+    # max/clamp its derivative at an exact tie (two equal logits) would be torch's
+    # subgradient convention, which changed between releases (clamp_min's at the
+    # bound is 1 in torch 2.13, 0 in 2.14) and in 2.13 zeroed the gradient of a
+    # two-class posterior at cos_1 = cos_2.
+    largest = others.max(dim=1).values.clamp_min(0).detach()  # [B]
     tail = torch.exp(others - largest.unsqueeze(1)).sum(dim=1)
     return torch.where(largest > 0, largest + torch.log(torch.exp(-largest) + tail), torch.log1p(tail))
 
