@@ -183,61 +183,6 @@ void check_cosine_inputs(
   if (center_index.has_value()) check_center_index(*center_index, emb, "emb", batch);
 }
 
-void check_cosine_backward_inputs(
-    const c10::optional<at::Tensor>& grad_loss,
-    const c10::optional<at::Tensor>& grad_score,
-    const at::Tensor& pooled,
-    const at::Tensor& centers,
-    const c10::optional<at::Tensor>& label,
-    const c10::optional<at::Tensor>& lengths,
-    const c10::optional<at::Tensor>& center_index,
-    c10::IntArrayRef emb_sizes,
-    c10::ScalarType emb_dtype,
-    int64_t loss,
-    int64_t bonafide_label,
-    int64_t score_rule,
-    int64_t score_center,
-    int64_t reduction) {
-  // The sizes first: the kernels divide by D (chunk sizes), B (the mean) and T.
-  TORCH_CHECK_VALUE(
-      emb_sizes.size() == 2 || emb_sizes.size() == 3, "emb_sizes must describe a [B, T, D] or [B, D] emb, got ",
-      emb_sizes);
-  const int64_t batch = emb_sizes[0];
-  const int64_t dim = emb_sizes.back();
-  TORCH_CHECK_VALUE(
-      batch > 0, "emb_sizes ", emb_sizes, " has an empty batch (B = ", batch, "); a loss needs at least one utterance");
-  TORCH_CHECK_VALUE(dim > 0, "emb_sizes ", emb_sizes, " has D = ", dim, "; D must be positive");
-  if (emb_sizes.size() == 3) {
-    TORCH_CHECK_VALUE(emb_sizes[1] > 0, "emb_sizes ", emb_sizes, " has T = ", emb_sizes[1], " frames; T must be positive");
-  }
-  TORCH_CHECK_VALUE(
-      is_supported_float(emb_dtype), "emb_dtype must be float32, float64, float16 or bfloat16, got ", emb_dtype);
-  TORCH_CHECK_VALUE(
-      pooled.dim() == 2 && pooled.size(0) == batch && pooled.size(1) == dim, "pooled must have shape [", batch, ", ",
-      dim, "] (emb_sizes ", emb_sizes, "), got ", pooled.sizes());
-  TORCH_CHECK_VALUE(
-      pooled.scalar_type() == compute_dtype(emb_dtype), "pooled has dtype ", pooled.scalar_type(),
-      " but an emb of dtype ", emb_dtype, " accumulates in ", compute_dtype(emb_dtype));
-  check_same_device(pooled, "pooled", centers, "centers");
-  check_centers(centers, dim);
-  check_cosine_options(
-      loss, label.has_value(), centers, center_index.has_value(), bonafide_label, score_rule, score_center, reduction);
-  TORCH_CHECK_VALUE(
-      grad_loss.has_value() || grad_score.has_value(), "one of grad_loss and grad_score must be given");
-  if (grad_loss.has_value()) {
-    TORCH_CHECK_VALUE(loss != kNoLoss, "grad_loss must be None without a loss (loss = ", kNoLoss, ")");
-    check_same_device(pooled, "pooled", *grad_loss, "grad_loss");
-    check_grad_loss(*grad_loss, "grad_loss", reduction, batch);
-  }
-  if (grad_score.has_value()) {
-    check_same_device(pooled, "pooled", *grad_score, "grad_score");
-    check_grad_loss(*grad_score, "grad_score", static_cast<int64_t>(Reduction::kNone), batch);
-  }
-  if (label.has_value()) check_label(*label, "pooled", pooled, batch);
-  if (lengths.has_value()) check_lengths(*lengths, pooled, "pooled", batch);
-  if (center_index.has_value()) check_center_index(*center_index, pooled, "pooled", batch);
-}
-
 namespace {
 
 // Label values are class indices (torch's hard targets) in an integer or bool
@@ -442,9 +387,44 @@ CosineBackwardArgs prepare_cosine_backward(
     int64_t score_center,
     int64_t reduction) {
   const auto emb_sizes = C10_AS_INTARRAYREF_SLOW(emb_sym_sizes);
-  check_cosine_backward_inputs(
-      grad_loss, grad_score, pooled, centers, label, lengths, center_index, emb_sizes, emb_dtype, loss,
-      bonafide_label, score_rule, score_center, reduction);
+  // The sizes first: the kernels divide by D (chunk sizes), B (the mean) and T.
+  TORCH_CHECK_VALUE(
+      emb_sizes.size() == 2 || emb_sizes.size() == 3, "emb_sizes must describe a [B, T, D] or [B, D] emb, got ",
+      emb_sizes);
+  const int64_t batch = emb_sizes[0];
+  const int64_t dim = emb_sizes.back();
+  TORCH_CHECK_VALUE(
+      batch > 0, "emb_sizes ", emb_sizes, " has an empty batch (B = ", batch, "); a loss needs at least one utterance");
+  TORCH_CHECK_VALUE(dim > 0, "emb_sizes ", emb_sizes, " has D = ", dim, "; D must be positive");
+  if (emb_sizes.size() == 3) {
+    TORCH_CHECK_VALUE(emb_sizes[1] > 0, "emb_sizes ", emb_sizes, " has T = ", emb_sizes[1], " frames; T must be positive");
+  }
+  TORCH_CHECK_VALUE(
+      is_supported_float(emb_dtype), "emb_dtype must be float32, float64, float16 or bfloat16, got ", emb_dtype);
+  TORCH_CHECK_VALUE(
+      pooled.dim() == 2 && pooled.size(0) == batch && pooled.size(1) == dim, "pooled must have shape [", batch, ", ",
+      dim, "] (emb_sizes ", emb_sizes, "), got ", pooled.sizes());
+  TORCH_CHECK_VALUE(
+      pooled.scalar_type() == compute_dtype(emb_dtype), "pooled has dtype ", pooled.scalar_type(),
+      " but an emb of dtype ", emb_dtype, " accumulates in ", compute_dtype(emb_dtype));
+  check_same_device(pooled, "pooled", centers, "centers");
+  check_centers(centers, dim);
+  check_cosine_options(
+      loss, label.has_value(), centers, center_index.has_value(), bonafide_label, score_rule, score_center, reduction);
+  TORCH_CHECK_VALUE(
+      grad_loss.has_value() || grad_score.has_value(), "one of grad_loss and grad_score must be given");
+  if (grad_loss.has_value()) {
+    TORCH_CHECK_VALUE(loss != kNoLoss, "grad_loss must be None without a loss (loss = ", kNoLoss, ")");
+    check_same_device(pooled, "pooled", *grad_loss, "grad_loss");
+    check_grad_loss(*grad_loss, "grad_loss", reduction, batch);
+  }
+  if (grad_score.has_value()) {
+    check_same_device(pooled, "pooled", *grad_score, "grad_score");
+    check_grad_loss(*grad_score, "grad_score", static_cast<int64_t>(Reduction::kNone), batch);
+  }
+  if (label.has_value()) check_label(*label, "pooled", pooled, batch);
+  if (lengths.has_value()) check_lengths(*lengths, pooled, "pooled", batch);
+  if (center_index.has_value()) check_center_index(*center_index, pooled, "pooled", batch);
   CosineBackwardArgs args;
   const auto dtype = pooled.scalar_type();
   if (grad_loss.has_value()) args.grad_loss = grad_loss->to(dtype).contiguous();

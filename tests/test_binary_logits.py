@@ -532,10 +532,15 @@ def test_bad_class_weight(bad, device):
 
 
 def test_class_weight_as_tensor():
-    # a tensor is read once, at assignment; one without values says so, naming the argument
-    weights = torch.tensor([0.3, 1.7], dtype=torch.float64)
-    assert spoofloss.BinaryLoss(class_weight=weights).class_weight == (0.3, 1.7)
-    for bad in (torch.empty(2, device="meta"), torch.ones(2, 1), torch.ones(3)):
+    # a tensor is read once, at assignment (any real dtype); one without values,
+    # of the wrong size, of bools, NaN, complex or requiring grad gets an error naming the argument
+    for weights in (torch.tensor([0.3, 1.7], dtype=torch.float64), torch.tensor([3, 17], dtype=torch.int32)):
+        expected = tuple(weights.tolist())
+        assert spoofloss.BinaryLoss(class_weight=weights).class_weight == expected
+        assert R.BinaryLoss(class_weight=weights).class_weight == expected
+    for bad in (torch.empty(2, device="meta"), torch.ones(2, 1), torch.ones(3), torch.ones(0),
+                torch.tensor([True, False]), (True, 1.0), torch.ones(2, requires_grad=True),
+                torch.tensor([1.0, float("nan")]), torch.ones(2, dtype=torch.complex64)):
         with pytest.raises(ValueError, match="class_weight"):
             spoofloss.BinaryLoss(class_weight=bad)
         with pytest.raises(ValueError, match="class_weight"):

@@ -78,9 +78,14 @@ def check_class_weight(class_weight) -> Optional[tuple]:
     if getattr(class_weight, "is_meta", False):  # a tensor without values to read
         raise ValueError(f"class_weight must hold values (the weights of label 0 and label 1), got a tensor "
                          f"on the meta device of shape {tuple(class_weight.shape)}; pass two numbers")
+    if getattr(class_weight, "requires_grad", False):  # read as two numbers: no gradient could reach it
+        raise ValueError("class_weight must be two numbers, got a tensor that requires grad; the weights are "
+                         "constants of the loss (pass class_weight.detach() or two floats)")
     if hasattr(class_weight, "tolist"):
         class_weight = class_weight.tolist()
     try:
+        if any(isinstance(w, bool) for w in class_weight):  # True/False read as 1/0 only by accident
+            raise TypeError
         weights = tuple(float(w) for w in class_weight)
     except (TypeError, ValueError):
         raise ValueError(f"class_weight must be two numbers (the weights of label 0 and label 1), "
