@@ -51,7 +51,8 @@
 #
 # Extra arguments go to pytest (e.g. scripts/test.sh --quick -k binary -x).
 # Environment: TORCH_CUDA_ARCH_LIST, MAX_JOBS (default here: the number of cores),
-# NVCC_THREADS (see setup.py), SPOOFLOSS_SKIP_CUDA=1 skips stage 4;
+# NVCC_THREADS (see setup.py), SPOOFLOSS_SKIP_CUDA=1 skips stage 4,
+# SPOOFLOSS_SKIP_DISK_CHECK=1 the check of free disk space at the start;
 # check_wheel.sh's own (WHEEL_TORCH ...).
 
 # The tests that compare every op against the float64 reference: the ones the
@@ -224,7 +225,40 @@ keep_library() {
     rm -rf "$KEPT" && mkdir -p "$KEPT" && cp -p python/spoofloss/_C*.so python/spoofloss/_C.torch_version "$KEPT"/
 }
 
+# Free disk space, checked before anything is written: short of it, pip stops half-way
+# through torch with "No space left on device". Measured in a clean clone's full run
+# (2026-11-29, MiB): the venv with the CUDA build of torch 6100, the build folders and
+# the test runs' copies 200, stage 6's two venvs and wheel under TMPDIR 2300 at
+# their peak. Asked for, with some room: 6500 for a venv without torch yet, 800 for the
+# builds, 3000 under TMPDIR when stage 6 runs.
+free_mib() { df -Pm "$1" | awk 'NR == 2 { print $4 }'; }
+check_free_space() {
+    local venv="${SPOOFLOSS_VENV:-$PWD/.venv}" tmp="${TMPDIR:-/tmp}" dev avail
+    local -A need_mib=() need_what=() need_dir=()
+    # needs DIR MIB WHAT: MIB more on DIR's disk (what shares a disk adds up)
+    needs() {
+        dev="$(stat -c %d "$1")"
+        need_mib[$dev]=$(( ${need_mib[$dev]:-0} + $2 ))
+        need_what[$dev]="${need_what[$dev]:+${need_what[$dev]}, }$3"
+        need_dir[$dev]="${need_dir[$dev]:-$1}"
+    }
+    compgen -G "$venv/lib/python*/site-packages/torch" >/dev/null \
+        || needs "$(dirname "$venv")" 6500 "the venv with torch"
+    needs "$PWD" 800 "the builds"
+    if [ $QUICK = 0 ] && { [ $LANES = 1 ] || wants 6; }; then
+        needs "$tmp" 3000 "stage 6's venvs and wheel under TMPDIR"
+    fi
+    for dev in "${!need_mib[@]}"; do
+        avail="$(free_mib "${need_dir[$dev]}")"
+        [ "$avail" -ge "${need_mib[$dev]}" ] || fail "not enough free disk space: about ${need_mib[$dev]} MiB" \
+            "needed on the disk of ${need_dir[$dev]} (${need_what[$dev]}), $avail MiB free;" \
+            "free some space (or set SPOOFLOSS_SKIP_DISK_CHECK=1)"
+    done
+    echo "free disk space: enough ($(free_mib "$PWD") MiB on the disk of $PWD)"
+}
+
 stage "environment"
+[ "${SPOOFLOSS_SKIP_DISK_CHECK:-0}" = 1 ] || check_free_space
 # shellcheck source=scripts/setup_env.sh
 source scripts/setup_env.sh
 # shellcheck source=scripts/build.sh
