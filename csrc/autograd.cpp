@@ -20,6 +20,10 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
+#include <memory>
+#include <type_traits>
+#include <utility>
+
 #include "cosine_losses.h"
 #include "scalar_math.h"
 
@@ -174,6 +178,19 @@ struct PooledFromEmbBackward : public torch::autograd::Node {
   c10::ScalarType emb_dtype_;
 };
 
+// A new autograd node, held the way this torch's Edge holds one: std::shared_ptr
+// up to torch 2.12, c10::intrusive_ptr since 2.13 (the Node type changed base).
+using NodePointer = decltype(torch::autograd::Edge::function);
+
+template <typename NodeType, typename... Args>
+NodePointer make_node(Args&&... args) {
+  if constexpr (std::is_same_v<NodePointer, std::shared_ptr<torch::autograd::Node>>) {
+    return std::make_shared<NodeType>(std::forward<Args>(args)...);
+  } else {
+    return c10::make_intrusive<NodeType>(std::forward<Args>(args)...);
+  }
+}
+
 // One Function for the whole cosine-margin family: the losses differ only in
 // their epilogue, and so does their backward; the score op is the family with
 // no loss (kNoLoss) and no label. The loss's score output is differentiable
@@ -279,7 +296,7 @@ class CosineMarginFunction : public torch::autograd::Function<CosineMarginFuncti
     const torch::autograd::Edge& emb_edge = self->next_edge(0);
     at::Tensor pooled_input = pooled;  // a constant where emb needs no gradient
     if (emb_edge.is_valid()) {
-      auto to_emb = c10::make_intrusive<PooledFromEmbBackward>(
+      auto to_emb = make_node<PooledFromEmbBackward>(
           emb_edge, lengths, std::vector<int64_t>(emb_sizes.begin(), emb_sizes.end()), emb_dtype);
       const auto input_nr = to_emb->add_input_metadata(pooled);
       pooled_input = torch::autograd::make_variable(pooled, torch::autograd::Edge(std::move(to_emb), input_nr));
