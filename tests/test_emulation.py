@@ -15,7 +15,10 @@ this file shows what the emulator itself promises:
   aligned one, and for a batch larger than the grid, and match the float64
   reference as the time-chunk split follows the shape;
 * the launches and scratch bytes of each op call, pinned, so that a change
-  adding a launch or a buffer on the GPU path shows up here.
+  adding a launch or a buffer on the GPU path shows up here;
+* the short tour of every kernel that a GPU session runs under
+  compute-sanitizer (helpers/every_kernel.py) launches every kernel with every
+  dtype and template argument.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 import spoofloss
 from spoofloss import reference as R
 
+from helpers import every_kernel, kernel_coverage
 from helpers.devices import EMULATED_CUDA
 from helpers.inputs import f64, make_labels, make_lengths, randn
 from helpers.tolerance import assert_identical, assert_matches
@@ -373,3 +377,30 @@ def test_launch_and_scratch_counts(emulation):
     c = counted(emulation, lambda: held["loss"].backward())
     assert c["kernels"] == ["binary_cross_entropy_backward_kernel<float, float>"], c["kernels"]
     assert c["scratch_allocations"] == 0, c
+
+
+# --------------------------------------------------------------------------- #
+# the kernel tour that a GPU session runs under compute-sanitizer
+# --------------------------------------------------------------------------- #
+
+
+def test_every_kernel_tour_launches_every_kernel(emulation):
+    """helpers/every_kernel.py is what scripts/gpu_check.sh runs under
+    compute-sanitizer, where only a few calls are affordable: its cases must
+    launch every __global__ kernel with every dtype and every bool template
+    argument (the coverage that CI requires of the whole suite), so that a
+    kernel added without a case there fails here rather than going unchecked
+    on the GPU. The coverage report must also name a combination that did not
+    run (here one taken out of what did)."""
+    before = dict(emulation.coverage())
+    torch.manual_seed(0)
+    assert every_kernel.run_all("cpu") > 0
+    ran = {name: count - before.get(name, 0) for name, count in emulation.coverage().items()
+           if count > before.get(name, 0)}
+    lines, missing = kernel_coverage.report(ran)
+    assert not missing, "\n".join(lines)
+
+    plain_float64 = "pool_chunks_kernel<double, double, false>"
+    assert plain_float64 in ran, sorted(ran)
+    _, missing = kernel_coverage.report({name: n for name, n in ran.items() if name != plain_float64})
+    assert missing == ["pool_chunks_kernel never ran with float64 bool=false"], missing
