@@ -68,6 +68,12 @@ class _Defect(torch.autograd.Function):
         return grad.to(torch.bfloat16).to(grad.dtype), None  # "gradient rounded to bfloat16"
 
 
+def defective_backward(kind: str):
+    """The output through _Defect of ``kind`` (positional: Function.apply takes
+    no keyword arguments before torch 2.13)."""
+    return lambda out: _Defect.apply(out, kind)
+
+
 def cancelled(out):
     """The loss computed against a term of size 20 in float32: digits below ~2e-6 lost."""
     return ((out.float() + 20.0) - 20.0).to(out.dtype)
@@ -85,9 +91,9 @@ BREAKS = {
     "loss cancelled against 20": ("forward", cancelled),
     "loss off by 1e-4 in one element": ("forward", one_part_in_1e4),
     "score off by 1e-4 in one element": ("score", one_part_in_1e4),
-    "ignored upstream": ("forward", functools.partial(_Defect.apply, kind="ignored upstream")),
-    "unwritten element": ("forward", functools.partial(_Defect.apply, kind="unwritten element")),
-    "gradient rounded to bfloat16": ("forward", functools.partial(_Defect.apply, kind="gradient rounded")),
+    "ignored upstream": ("forward", defective_backward("ignored upstream")),
+    "unwritten element": ("forward", defective_backward("unwritten element")),
+    "gradient rounded to bfloat16": ("forward", defective_backward("gradient rounded")),
 }
 
 
