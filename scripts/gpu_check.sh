@@ -41,6 +41,7 @@ OUT_DIR="$(mkdir -p "${1:-build/gpu-check}" && cd "${1:-build/gpu-check}" && pwd
 WORK="$REPO/build/gpu-check-work"
 STEPS="${GPU_CHECK_STEPS:-build tests memcheck racecheck bench synccheck initcheck}"
 DEADLINE="${GPU_CHECK_DEADLINE:-540}"
+[[ "$DEADLINE" =~ ^[0-9]+$ ]] || { echo "gpu_check: GPU_CHECK_DEADLINE must be a number of seconds, got '$DEADLINE'" >&2; exit 2; }
 PYTHON_BIN="$(command -v "${PYTHON:-python3}")" || { echo "gpu_check: no ${PYTHON:-python3} on PATH" >&2; exit 2; }
 SUMMARY="$OUT_DIR/summary.txt"
 FAILED=0

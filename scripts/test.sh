@@ -235,12 +235,15 @@ free_mib() { df -Pm "$1" | awk 'NR == 2 { print $4 }'; }
 check_free_space() {
     local venv="${SPOOFLOSS_VENV:-$PWD/.venv}" tmp="${TMPDIR:-/tmp}" dev avail
     local -A need_mib=() need_what=() need_dir=()
-    # needs DIR MIB WHAT: MIB more on DIR's disk (what shares a disk adds up)
+    # needs DIR MIB WHAT: MIB more on DIR's disk (what shares a disk adds up); a DIR
+    # not made yet (a venv's parent, a TMPDIR) counts on its nearest existing folder
     needs() {
-        dev="$(stat -c %d "$1")"
+        local dir="$1"
+        while [ ! -d "$dir" ]; do dir="$(dirname "$dir")"; done
+        dev="$(stat -c %d "$dir")"
         need_mib[$dev]=$(( ${need_mib[$dev]:-0} + $2 ))
         need_what[$dev]="${need_what[$dev]:+${need_what[$dev]}, }$3"
-        need_dir[$dev]="${need_dir[$dev]:-$1}"
+        need_dir[$dev]="${need_dir[$dev]:-$dir}"
     }
     compgen -G "$venv/lib/python*/site-packages/torch" >/dev/null \
         || needs "$(dirname "$venv")" 6500 "the venv with torch"

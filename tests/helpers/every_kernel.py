@@ -55,7 +55,9 @@ class Case:
     reduction: str = "mean"
 
     def __str__(self) -> str:
-        shape = (self.batch, self.dim) if self.frames is None else (self.batch, self.frames, self.dim)
+        shape = (self.batch,) if self.frames is None else (self.batch, self.frames)
+        if LOSSES[self.loss].family == "cosine":  # emb; a logit loss's pred has no feature axis
+            shape += (self.dim,)
         return (f"{self.loss}{'' if self.variant is None else '-' + self.variant} {str(self.dtype)[6:]} "
                 f"{'x'.join(map(str, shape))} {self.layout} lengths={self.lengths} {self.reduction}")
 
